@@ -1,0 +1,47 @@
+# Flotilla's entry points. `make setup` prepares a fresh machine; `make test` is what CI runs.
+SHELL := /bin/bash
+export ONNXRUNTIME_NODE_INSTALL := skip
+
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+EPOCHS ?= 10
+
+.PHONY: setup deps data build lint format test train bench clean
+
+## setup: install npm packages and the Fashion-MNIST dataset, then build
+setup: deps data build
+
+deps:
+	npm ci --no-audit --no-fund
+
+# Debian's dataset-fashion-mnist ships the IDX files the examples and tests train on.
+data:
+	@if [ ! -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; fi; \
+	fi
+
+build:
+	npx tsc -p tsconfig.build.json
+
+lint:
+	npx eslint .
+	npx prettier --check .
+	npx tsc -p tsconfig.json --noEmit
+
+format:
+	npx prettier --write .
+
+## test: unit and integration tests (builds first: some tests run the compiled CLI)
+test: build
+	npx jest --ci
+
+## train: train the simple CNN on Fashion-MNIST on this machine
+train: build
+	node bin/flotilla.js train --model cnn --data $(FASHION_MNIST) --epochs $(EPOCHS)
+
+## bench: print throughput figures next to their baselines
+bench: build
+	node dist/bench/engine-throughput.js
+
+clean:
+	rm -rf dist coverage
