@@ -32,8 +32,12 @@ format:
 	npx prettier --write .
 
 ## test: unit and integration tests (builds first: some tests run the compiled CLI)
+# The last line is the plain "N passed, N failed, N skipped" summary CI reads.
 test: build
-	npx jest --ci
+	@mkdir -p dist
+	npx jest --ci --json --outputFile=dist/jest-results.json; status=$$?; \
+	  node -e 'const r=require("./dist/jest-results.json"); console.log(`Tests: $${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'; \
+	  exit $$status
 
 ## train: train the simple CNN on Fashion-MNIST on this machine
 train: build
