@@ -1,7 +1,9 @@
 import { access, readFile } from 'fs/promises';
 import { join } from 'path';
 import { DatasetError } from './dataset-error';
+import { readCsvDataset } from './csv-reader';
 import { readIdxDataset } from './idx-reader';
+import { readNpyDataset } from './npy-reader';
 
 /**
  * Dataset is one split of labelled samples held in memory, the form every trainer, evaluator
@@ -62,8 +64,39 @@ function idxLayout(prefix: string): Layout {
   };
 }
 
+function npyLayout(split: Split): Layout {
+  const features = `${split}-x.npy`;
+  const labels = `${split}-y.npy`;
+  return {
+    describe: `NPY ${features} + ${labels}`,
+    async find(dir) {
+      const featuresPath = await firstExisting(dir, [features]);
+      if (featuresPath === undefined) return undefined;
+      const labelsPath = await firstExisting(dir, [labels]);
+      if (labelsPath === undefined) {
+        throw new DatasetError(
+          featuresPath,
+          `found the features but not their labels: expected ${labels} in ${dir}`,
+        );
+      }
+      return () => readNpyDataset(featuresPath, labelsPath);
+    },
+  };
+}
+
+function csvLayout(split: Split): Layout {
+  const name = `${split}.csv`;
+  return {
+    describe: `CSV ${name}`,
+    async find(dir) {
+      const path = await firstExisting(dir, [name]);
+      return path === undefined ? undefined : () => readCsvDataset(path);
+    },
+  };
+}
+
 function layoutsFor(split: Split): Layout[] {
-  return [...IDX_PREFIXES[split].map(idxLayout)];
+  return [...IDX_PREFIXES[split].map(idxLayout), npyLayout(split), csvLayout(split)];
 }
 
 /**
