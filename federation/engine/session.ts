@@ -1,0 +1,72 @@
+import { availableParallelism } from 'os';
+import * as ort from 'onnxruntime-node';
+import { Logger } from '../log';
+
+/** ExecutionProvider is what a user may ask for: CUDA, CPU, or CUDA when it is there. */
+export type ExecutionProvider = 'auto' | 'cpu' | 'cuda';
+
+/** SessionSettings configure how the engine's onnxruntime sessions run. */
+export interface SessionSettings {
+  /** Default `auto`. */
+  executionProvider?: ExecutionProvider;
+  /** Intra-op threads on CPU; default every core (`os.availableParallelism()`). */
+  threads?: number;
+}
+
+/**
+ * EngineSessions opens onnxruntime sessions for the engine's graphs. The first session decides
+ * the execution provider (CUDA if asked for or `auto` and it loads, else CPU) and logs the
+ * choice once; later sessions use the same provider.
+ */
+export class EngineSessions {
+  private provider: 'cpu' | 'cuda' | undefined;
+
+  constructor(
+    private readonly settings: SessionSettings,
+    private readonly log: Logger,
+  ) {}
+
+  /** activeProvider is the provider the sessions run on, once one has been opened. */
+  get activeProvider(): 'cpu' | 'cuda' | undefined {
+    return this.provider;
+  }
+
+  /** open creates a session for a serialised model. */
+  async open(model: Uint8Array, graph: string): Promise<ort.InferenceSession> {
+    const requested = this.settings.executionProvider ?? 'auto';
+    const threads = this.settings.threads ?? availableParallelism();
+    if (this.provider === undefined && requested !== 'cpu') {
+      try {
+        const session = await ort.InferenceSession.create(model, this.options('cuda', threads));
+        this.provider = 'cuda';
+        this.log.info({ requested, provider: 'cuda', graph }, 'engine execution provider selected');
+        return session;
+      } catch (err) {
+        this.provider = 'cpu';
+        this.log.info(
+          { requested, provider: 'cpu', threads, graph, reason: (err as Error).message },
+          'engine execution provider selected',
+        );
+      }
+    } else if (this.provider === undefined) {
+      this.provider = 'cpu';
+      this.log.info(
+        { requested, provider: 'cpu', threads, graph },
+        'engine execution provider selected',
+      );
+    }
+    return ort.InferenceSession.create(model, this.options(this.provider, threads));
+  }
+
+  private options(provider: 'cpu' | 'cuda', threads: number): ort.InferenceSession.SessionOptions {
+    return {
+      executionProviders: [provider],
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      // Warnings about unused initializers and the like go nowhere a user would act on.
+      logSeverityLevel: 3,
+    };
+  }
+}
