@@ -13,3 +13,14 @@ export class DatasetError extends Error {
     this.source = source;
   }
 }
+
+/**
+ * NoDatasetLayoutError says a directory holds none of the layouts known for a split, which a
+ * caller that treats a split as optional (the test split) can tell from a broken file.
+ */
+export class NoDatasetLayoutError extends DatasetError {
+  constructor(source: string, problem: string) {
+    super(source, problem);
+    this.name = 'NoDatasetLayoutError';
+  }
+}

@@ -1,6 +1,6 @@
 import { access, readFile } from 'fs/promises';
 import { join } from 'path';
-import { DatasetError } from './dataset-error';
+import { DatasetError, NoDatasetLayoutError } from './dataset-error';
 import { readCsvDataset } from './csv-reader';
 import { readIdxDataset } from './idx-reader';
 import { readNpyDataset } from './npy-reader';
@@ -102,7 +102,8 @@ function layoutsFor(split: Split): Layout[] {
 /**
  * loadDataset reads one split from `dir`, trying each known layout in turn: IDX (plain or
  * gzip), then NPY, then CSV. It throws a DatasetError naming the file and the problem for bad
- * input, and listing every layout it looked for when the directory holds none of them.
+ * input, and a NoDatasetLayoutError listing every layout it looked for when the directory
+ * holds none of them.
  */
 export async function loadDataset(dir: string, split: Split): Promise<Dataset> {
   const layouts = layoutsFor(split);
@@ -111,7 +112,7 @@ export async function loadDataset(dir: string, split: Split): Promise<Dataset> {
     if (read === undefined) continue;
     return applyMetadata(await read(), dir);
   }
-  throw new DatasetError(
+  throw new NoDatasetLayoutError(
     dir,
     `no known layout for the ${split} split: looked for ${layouts.map((l) => l.describe).join('; ')}`,
   );

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { version } from '../../package.json';
+import { register as registerData } from './data';
 
 /**
  * registerCommands adds every `flotilla` subcommand to the program. Each subcommand lives in
@@ -7,4 +8,5 @@ import { version } from '../../package.json';
  */
 export function registerCommands(program: Command): void {
   program.version(version);
+  registerData(program);
 }
