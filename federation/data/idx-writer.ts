@@ -58,9 +58,10 @@ export async function writeIdxSplit(
 
   const shape = dataset.sampleShape;
   const perSample = shape.length === 3 && shape[0] === 1 ? shape.slice(1) : shape;
-  const images = isByteScaled(features)
-    ? encodeIdx('uint8', [picked.length, ...perSample], Uint8Array.from(features, toByte))
-    : encodeIdx('float32', [picked.length, ...perSample], features);
+  const dims = [picked.length, ...perSample];
+  const bytes = toBytes(features);
+  const images =
+    bytes !== undefined ? encodeIdx('uint8', dims, bytes) : encodeIdx('float32', dims, features);
   const labelsType: IdxDtype = dataset.numClasses <= 256 ? 'uint8' : 'int32';
 
   await mkdir(dir, { recursive: true });
@@ -72,14 +73,21 @@ export async function writeIdxSplit(
   await writeFile(join(dir, `${prefix}-labels-idx1-ubyte.gz`), labelsGz);
 }
 
-function toByte(value: number): number {
-  return Math.round(value * 255);
-}
+/** BYTE_VALUES[b] is b / 255 as the float32 the readers produce for byte b. */
+const BYTE_VALUES = Float32Array.from({ length: 256 }, (_, b) => b / 255);
 
-/** isByteScaled says whether every value is exactly some byte / 255 as a float32. */
-function isByteScaled(features: Float32Array): boolean {
-  for (const v of features) {
-    if (!(v >= 0 && v <= 1) || Math.fround(toByte(v) / 255) !== v) return false;
+/**
+ * toBytes turns features back into the bytes they were scaled from, or returns undefined when
+ * some value is not exactly a byte / 255 (features that did not come from uint8 images).
+ */
+function toBytes(features: Float32Array): Uint8Array | undefined {
+  const bytes = new Uint8Array(features.length);
+  for (let i = 0; i < features.length; i++) {
+    const v = features[i];
+    const b = Math.round(v * 255);
+    // The range test comes first: BYTE_VALUES[b] is undefined outside 0..255 (and for NaN).
+    if (!(b >= 0 && b <= 255) || BYTE_VALUES[b] !== v) return undefined;
+    bytes[i] = b;
   }
-  return true;
+  return bytes;
 }

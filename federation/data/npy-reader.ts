@@ -95,8 +95,12 @@ function viewValues(body: ArrayBuffer, dtype: NpyDtype, size: number): NpyArray[
       return new Uint8Array(body, 0, size);
     case 'int32':
       return new Int32Array(body, 0, size);
-    case 'int64':
-      return Float64Array.from(new BigInt64Array(body, 0, size), (v) => Number(v));
+    case 'int64': {
+      const wide = new BigInt64Array(body, 0, size);
+      const out = new Float64Array(size);
+      for (let i = 0; i < size; i++) out[i] = Number(wide[i]);
+      return out;
+    }
   }
 }
 
@@ -259,12 +263,12 @@ export async function readNpyDataset(featuresPath: string, labelsPath: string): 
     );
   }
 
-  const features =
-    x.dtype === 'uint8'
-      ? Float32Array.from(x.values, (v) => v / 255)
-      : x.values instanceof Float32Array
-        ? x.values
-        : Float32Array.from(x.values);
+  const features = x.values instanceof Float32Array ? x.values : new Float32Array(x.values.length);
+  if (!(x.values instanceof Float32Array)) {
+    // Division, not multiplication by 1/255, so bytes map to the same floats as IDX images.
+    const scale = x.dtype === 'uint8' ? 255 : 1;
+    for (let i = 0; i < features.length; i++) features[i] = x.values[i] / scale;
+  }
   const labels = toLabels(y, labelsPath);
   return {
     features,

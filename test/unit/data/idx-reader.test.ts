@@ -88,6 +88,21 @@ describe('loadDataset, IDX layout', () => {
     expect(ds.sampleShape).toEqual([4]);
   });
 
+  it('reads big-endian float32 images as they are and int32 labels', async () => {
+    const body = Buffer.alloc(3 * 2 * 4);
+    [-1.5, 0, 2, 3.25, 1e6, 7].forEach((v, i) => body.writeFloatBE(v, 4 * i));
+    const labelBody = Buffer.alloc(12);
+    [300, 0, 1].forEach((v, i) => labelBody.writeInt32BE(v, 4 * i));
+    await put('train-images-idx3-ubyte', idxBytes(0x0d, [3, 2], body));
+    await put('train-labels-idx1-ubyte', idxBytes(0x0c, [3], labelBody));
+
+    const ds = await loadDataset(dir, 'train');
+
+    expect(Array.from(ds.features)).toEqual([-1.5, 0, 2, 3.25, 1e6, 7]);
+    expect(Array.from(ds.labels)).toEqual([300, 0, 1]);
+    expect(ds.numClasses).toBe(301);
+  });
+
   it('takes numClasses from dataset.json when the directory declares it', async () => {
     await put('train-images-idx3-ubyte', images);
     await put('train-labels-idx1-ubyte', labels);
