@@ -43,7 +43,13 @@ export interface NpyArray {
 /** parseNpy decodes a `.npy` file already in memory; `source` names it in errors. */
 export function parseNpy(bytes: Uint8Array, source: string): NpyArray {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (buf.length < 10 || !buf.subarray(0, 6).equals(MAGIC)) {
+  if (buf.length >= 6 && buf.length < 10 && buf.subarray(0, 6).equals(MAGIC)) {
+    throw new DatasetError(
+      source,
+      `truncated NPY file: expected at least 10 bytes of preamble, found ${buf.length}`,
+    );
+  }
+  if (buf.length < 6 || !buf.subarray(0, 6).equals(MAGIC)) {
     const seen = JSON.stringify(buf.subarray(0, 6).toString('latin1'));
     throw new DatasetError(source, `wrong NPY magic ${seen}: expected "\\x93NUMPY"`);
   }
