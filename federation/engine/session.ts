@@ -1,4 +1,6 @@
+import { existsSync } from 'fs';
 import { availableParallelism } from 'os';
+import { dirname, join } from 'path';
 import * as ort from 'onnxruntime-node';
 import { Logger } from '../log';
 
@@ -35,7 +37,8 @@ export class EngineSessions {
   async open(model: Uint8Array, graph: string): Promise<ort.InferenceSession> {
     const requested = this.settings.executionProvider ?? 'auto';
     const threads = this.settings.threads ?? availableParallelism();
-    if (this.provider === undefined && requested !== 'cpu') {
+    const tryCuda = requested === 'cuda' || (requested === 'auto' && cudaProviderInstalled());
+    if (this.provider === undefined && tryCuda) {
       try {
         const session = await ort.InferenceSession.create(model, this.options('cuda', threads));
         this.provider = 'cuda';
@@ -50,8 +53,9 @@ export class EngineSessions {
       }
     } else if (this.provider === undefined) {
       this.provider = 'cpu';
+      const reason = requested === 'auto' ? 'no CUDA provider library installed' : 'asked for';
       this.log.info(
-        { requested, provider: 'cpu', threads, graph },
+        { requested, provider: 'cpu', threads, graph, reason },
         'engine execution provider selected',
       );
     }
@@ -69,4 +73,15 @@ export class EngineSessions {
       logSeverityLevel: 3,
     };
   }
+}
+
+/**
+ * cudaProviderInstalled tells whether onnxruntime-node's CUDA provider library sits next to
+ * its native binding. Without it, asking for CUDA only makes onnxruntime print an error
+ * before the engine falls back to CPU, so `auto` does not ask.
+ */
+export function cudaProviderInstalled(): boolean {
+  const packageDir = dirname(require.resolve('onnxruntime-node/package.json'));
+  const bindingDir = join(packageDir, 'bin', 'napi-v6', process.platform, process.arch);
+  return existsSync(join(bindingDir, 'libonnxruntime_providers_cuda.so'));
 }

@@ -114,7 +114,7 @@ function addScoredForward(
 
   const facts: GraphFacts = { shapes: new Map(), constants: new Map() };
   const paramNames = new Set(forward.params.map((p) => p.name));
-  b.reserve(...sourceNodes.flatMap((n) => [...(n.input ?? []), ...(n.output ?? [])]));
+  b.reserve(...sourceNodes.flatMap((n) => [n.name ?? '', ...(n.input ?? []), ...(n.output ?? [])]));
   for (const init of graph.initializer ?? []) {
     b.reserve(init.name ?? '');
     if (!paramNames.has(init.name ?? '')) b.initializers.push(init);

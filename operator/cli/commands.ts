@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { version } from '../../package.json';
 import { register as registerData } from './data';
+import { register as registerTrain } from './train';
 
 /**
  * registerCommands adds every `flotilla` subcommand to the program. Each subcommand lives in
@@ -9,4 +10,5 @@ import { register as registerData } from './data';
 export function registerCommands(program: Command): void {
   program.version(version);
   registerData(program);
+  registerTrain(program);
 }
