@@ -118,8 +118,9 @@ function resolveOptions(
   if (sites > count) {
     throw new PartitionOptionError('sites', `must be <= the ${count} samples, got ${sites}`);
   }
-  if (!Number.isInteger(seed)) {
-    throw new PartitionOptionError('seed', `must be an integer, got ${seed}`);
+  // SeededRandom keeps 32 bits of the seed; a larger one would silently alias a smaller one.
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+    throw new PartitionOptionError('seed', `must be an integer in 0..4294967295, got ${seed}`);
   }
   const drawsSizes = scheme === 'dirichlet' || scheme === 'quantity';
   if (drawsSizes && !(alpha > 0 && Number.isFinite(alpha))) {

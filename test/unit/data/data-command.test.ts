@@ -120,6 +120,7 @@ describe('flotilla data partition', () => {
     ],
     [['--classes-per-site', '0'], '--classes-per-site: must be an integer >= 1, got 0'],
     [['--seed', '1.5'], '--seed: must be an integer >= 0, got 1.5'],
+    [['--seed', '4294967296'], '--seed: must be an integer in 0..4294967295, got 4294967296'],
     [
       ['--scheme', 'classes', '--classes-per-site', '11'],
       '--classes-per-site: must be an integer in 1..10',

@@ -149,6 +149,7 @@ describe('partition', () => {
     [{ scheme: 'classes', classesPerSite: 11 }, 'classesPerSite: must be an integer in 1..10'],
     [{ scheme: 'classes', sites: 3, classesPerSite: 3 }, '3 sites × 3 classes cannot hold all 10'],
     [{ scheme: 'dirichlet', minSize: 600 }, 'minSize: 10 sites of at least 600 samples need 6000'],
+    [{ scheme: 'iid', seed: 2 ** 32 }, 'seed: must be an integer in 0..4294967295, got 4294967296'],
     [{ scheme: 'bogus' as never }, 'scheme: must be one of iid, dirichlet, classes, quantity'],
   ])('rejects %j naming the option and the value', (override, message) => {
     const run = () => partition(labels, NUM_CLASSES, { ...base, scheme: 'iid', ...override });
