@@ -33,9 +33,12 @@ format:
 
 ## test: unit and integration tests (builds first: some tests run the compiled CLI)
 # The last line is the plain "N passed, N failed, N skipped" summary CI reads.
-test: build
+# The e2e tests (test/e2e/) run against the local cluster, started here and stopped after.
+test: build cluster-build
 	@mkdir -p dist
+	-@$(MAKE) --no-print-directory cluster-up
 	npx jest --ci --json --outputFile=dist/jest-results.json; status=$$?; \
+	  $(MAKE) --no-print-directory cluster-down; \
 	  node -e 'const r=require("./dist/jest-results.json"); console.log(`Tests: $${r.numPassedTests} passed, $${r.numFailedTests} failed, $${r.numPendingTests + r.numTodoTests} skipped`)'; \
 	  exit $$status
 
@@ -49,3 +52,5 @@ bench: build
 
 clean:
 	rm -rf dist coverage
+
+include test/cluster/cluster.mk

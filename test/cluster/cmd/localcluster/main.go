@@ -1,0 +1,81 @@
+// Command localcluster starts and stops the local Kubernetes control plane: etcd, kube-apiserver,
+// kube-scheduler, kube-controller-manager and one node agent per site, all on loopback
+// addresses, with their state under test/cluster/.build/run.
+//
+//	localcluster up    start everything, wait until every node is Ready, write admin.kubeconfig
+//	localcluster down  stop every process `up` started, pods included
+//	localcluster env   print the shell line that points kubectl and helm at the cluster
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: localcluster up|down|env")
+		os.Exit(2)
+	}
+	layout, err := newLayout()
+	if err != nil {
+		fail(err)
+	}
+	switch os.Args[1] {
+	case "up":
+		err = up(context.Background(), layout)
+	case "down":
+		err = down(layout)
+	case "env":
+		fmt.Printf("export KUBECONFIG=%s\n", layout.adminKubeconfig())
+	default:
+		err = fmt.Errorf("command: must be up, down or env, got %q", os.Args[1])
+	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "localcluster:", err)
+	os.Exit(1)
+}
+
+// layout names the folders the cluster lives in. The binary sits in test/cluster/.build/bin, so
+// everything is found relative to it and the cluster works from any working directory.
+type layout struct {
+	repo    string // repository root: <repo>/bin/flotilla.js is an image entrypoint
+	cluster string // test/cluster
+	bin     string // test/cluster/.build/bin
+	run     string // test/cluster/.build/run, or $FLOTILLA_CLUSTER_RUN
+}
+
+func newLayout() (layout, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return layout{}, err
+	}
+	exe, err = filepath.EvalSymlinks(exe)
+	if err != nil {
+		return layout{}, err
+	}
+	bin := filepath.Dir(exe)
+	cluster := filepath.Dir(filepath.Dir(bin))
+	run := os.Getenv("FLOTILLA_CLUSTER_RUN")
+	if run == "" {
+		run = filepath.Join(cluster, ".build", "run")
+	}
+	return layout{
+		repo:    filepath.Dir(filepath.Dir(cluster)),
+		cluster: cluster,
+		bin:     bin,
+		run:     run,
+	}, nil
+}
+
+func (l layout) pki() string             { return filepath.Join(l.run, "pki") }
+func (l layout) logs() string            { return filepath.Join(l.run, "logs") }
+func (l layout) state() string           { return filepath.Join(l.run, "state.json") }
+func (l layout) adminKubeconfig() string { return filepath.Join(l.run, "admin.kubeconfig") }
