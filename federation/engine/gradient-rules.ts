@@ -437,6 +437,8 @@ export const gradientRules: Record<string, GradientRule> = {
     perm.forEach((p, i) => (inverse[p] = i));
     return [ctx.b.op('Transpose', [ctx.dY[0]!], { perm: inverse })];
   },
+  Unsqueeze: (ctx) => [reshapeBack(ctx)[0], undefined],
+  Squeeze: (ctx) => [reshapeBack(ctx)[0], undefined],
   Concat: concat,
   Gather: gather,
   ReduceSum: (ctx) => [reduce(false)(ctx)[0], undefined],

@@ -1,5 +1,5 @@
 import * as ort from 'onnxruntime-node';
-import { Dataset } from '../data/dataset';
+import { Dataset, checkSampleShape } from '../data/dataset';
 import { Logger, createLogger } from '../log';
 import { encodeModel, floatTensor } from './graph-builder';
 import { LossKind } from './losses';
@@ -224,19 +224,6 @@ export class LocalTrainer {
         `dataset ${dataset.source}: has ${dataset.numClasses} classes, but the model predicts ${this.trainGraph.numClasses}`,
       );
     }
-  }
-}
-
-/**
- * checkSampleShape throws unless a dataset's samples fit the model input: the same dims, or
- * the same dims up to leading 1s (`[28, 28]` feeds `[1, 28, 28]`).
- */
-export function checkSampleShape(dataset: Dataset, inputShape: number[]): void {
-  const strip = (dims: number[]) => dims.slice(dims.findIndex((d) => d !== 1)).join(',');
-  if (strip(dataset.sampleShape) !== strip(inputShape)) {
-    throw new Error(
-      `dataset ${dataset.source}: sample shape [${dataset.sampleShape.join(', ')}] does not fit the model input shape [${inputShape.join(', ')}]`,
-    );
   }
 }
 

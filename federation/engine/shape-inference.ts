@@ -116,7 +116,13 @@ export function reshapeTarget(node: onnx.INodeProto, input: number[], facts: Gra
   const out = spec.map((d, i) => (d === 0 && !allowZero ? input[i] : d));
   const total = input.reduce((a, b) => a * b, 1);
   const known = out.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
-  return out.map((d) => (d === -1 ? total / known : d));
+  const target = out.map((d) => (d === -1 ? total / known : d));
+  if (!target.every((d) => Number.isInteger(d)) || target.reduce((a, b) => a * b, 1) !== total) {
+    throw new Error(
+      `${nodeLabel(node)}: cannot reshape [${input.join(', ')}] to [${spec.join(', ')}]`,
+    );
+  }
+  return target;
 }
 
 const shapeRules: Record<string, ShapeRule> = {
@@ -191,11 +197,66 @@ const shapeRules: Record<string, ShapeRule> = {
   ReduceSum: reduceShape,
   ReduceMean: reduceShape,
   ReduceMax: reduceShape,
+  Shape: (_node, [x]) => [[x.length]],
+  Unsqueeze: (node, [x], facts) => {
+    const axes = axesOf(node, facts);
+    const rank = x.length + axes.length;
+    const inserted = axes.map((a) => normalizeAxis(a, rank));
+    const out: number[] = [];
+    let next = 0;
+    for (let i = 0; i < rank; i++) out.push(inserted.includes(i) ? 1 : x[next++]);
+    return [out];
+  },
+  Squeeze: (node, [x], facts) => {
+    const given = axesOf(node, facts).map((a) => normalizeAxis(a, x.length));
+    const axes = given.length > 0 ? given : x.flatMap((d, i) => (d === 1 ? [i] : []));
+    return [x.filter((_, i) => !axes.includes(i))];
+  },
   ArgMax: (node, [x]) => {
     const axis = normalizeAxis(attrInt(node, 'axis', 0), x.length);
     const keep = attrInt(node, 'keepdims', 1) === 1;
     return [keep ? x.map((d, i) => (i === axis ? 1 : d)) : x.filter((_, i) => i !== axis)];
   },
+};
+
+/** axesOf reads the axes of Unsqueeze/Squeeze: an input from opset 13, an attribute before. */
+function axesOf(node: onnx.INodeProto, facts: GraphFacts): number[] {
+  const input = node.input?.[1];
+  if (!input) return attrInts(node, 'axes', []);
+  const axes = facts.constants.get(input);
+  if (!axes) throw new Error(`${nodeLabel(node)}: axes input "${input}" must be a constant`);
+  return axes;
+}
+
+type FoldRule = (
+  node: onnx.INodeProto,
+  values: (number[] | undefined)[],
+  inputs: number[][],
+) => number[] | undefined;
+
+/**
+ * Folding rules compute integer values known before run time: with static shapes, the
+ * Shape -> Gather -> Unsqueeze -> Concat chains exporters write for `x.view(x.size(0), -1)`
+ * produce constants a Reshape can read.
+ */
+const foldRules: Record<string, FoldRule> = {
+  Shape: (node, _values, [x]) => {
+    const start = normalizeAxis(attrInt(node, 'start', 0), x.length);
+    const end = node.attribute?.some((a) => a.name === 'end')
+      ? normalizeAxis(attrInt(node, 'end', x.length), x.length)
+      : x.length;
+    return x.slice(start, end);
+  },
+  Identity: (_node, [x]) => x,
+  Cast: (_node, [x]) => x,
+  Unsqueeze: (_node, [x]) => x,
+  Squeeze: (_node, [x]) => x,
+  Gather: (node, [data, indices], [dataDims]) => {
+    if (!data || !indices || dataDims.length !== 1 || attrInt(node, 'axis', 0) !== 0)
+      return undefined;
+    return indices.map((i) => data[i < 0 ? i + data.length : i]);
+  },
+  Concat: (_node, values) => (values.every((v) => v !== undefined) ? values.flat() : undefined),
 };
 
 function reduceShape(node: onnx.INodeProto, [x]: number[][], facts: GraphFacts): number[][] {
@@ -240,6 +301,12 @@ export function inferShapes(nodes: onnx.INodeProto[], facts: GraphFacts): void {
     (node.output ?? []).forEach((name, i) => {
       if (name && outputs[i]) facts.shapes.set(name, outputs[i]);
     });
+    const fold = foldRules[opType];
+    if (fold) {
+      const values = (node.input ?? []).filter((n) => n !== '').map((n) => facts.constants.get(n));
+      const folded = fold(node, values, inputs);
+      if (folded) facts.constants.set(node.output![0], folded);
+    }
   });
 }
 

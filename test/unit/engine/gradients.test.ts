@@ -205,7 +205,7 @@ describe('gradient rules agree with central finite differences', () => {
     }
   });
 
-  test('Flatten, Reshape (0 and -1), Transpose and Concat move gradients back', async () => {
+  test('Flatten, Reshape (0 and -1), Transpose, Unsqueeze, Squeeze and Concat move gradients back', async () => {
     await expectGradientsMatch({
       inputs: [{ name: 'x', dims: [2, 3, 4] }],
       build: (b) => b.op('Flatten', ['x'], { axis: 2 }),
@@ -217,6 +217,10 @@ describe('gradient rules agree with central finite differences', () => {
     await expectGradientsMatch({
       inputs: [{ name: 'x', dims: [2, 3, 4] }],
       build: (b) => b.op('Transpose', ['x'], { perm: [2, 0, 1] }),
+    });
+    await expectGradientsMatch({
+      inputs: [{ name: 'x', dims: [2, 3] }],
+      build: (b) => b.op('Squeeze', [b.op('Unsqueeze', ['x', b.int64s([0, 2])]), b.int64s([0])]),
     });
     await expectGradientsMatch({
       inputs: [

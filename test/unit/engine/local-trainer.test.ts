@@ -316,7 +316,7 @@ describe('LocalTrainer end to end', () => {
       { model: logreg(), optimizer: { kind: 'sgd', lr: 0.1 }, batchSize: 4, seed: 1 },
       async (t) => {
         await expect(t.trainEpoch(data)).rejects.toThrow(
-          'dataset synthetic-1: sample shape [5] does not fit the model input shape [3]',
+          "synthetic-1: sample shape [5] does not fit the model's input shape [3]",
         );
       },
     );

@@ -36,10 +36,16 @@ function exportedModel(options: { opset?: number; extraOp?: string } = {}): Uint
     h = 'lrn_out';
   }
   h = b.op('Mul', [h, 'scale']);
-  const [shape] = b.node('Constant', [], {
-    value: { name: '', dims: [2], dataType: DataType.INT64, int64Data: [-1, 32] },
+  // x.view(x.size(0), -1) as exporters write it: Shape -> Gather -> Unsqueeze -> Concat.
+  const [rest] = b.node('Constant', [], {
+    value: { name: '', dims: [1], dataType: DataType.INT64, int64Data: [-1] },
   });
-  h = b.op('Reshape', [h, shape]);
+  const [first] = b.node('Constant', [], {
+    value: { name: '', dims: [], dataType: DataType.INT64, int64Data: [0] },
+  });
+  const batch = b.op('Gather', [b.op('Shape', [h]), first], { axis: 0 });
+  const target = b.op('Concat', [b.op('Unsqueeze', [batch, b.int64s([0])]), rest], { axis: 0 });
+  h = b.op('Reshape', [h, target]);
   b.node('Gemm', [h, 'fc.weight', 'fc.bias'], { transB: 1 }, { outputs: ['y'] });
   b.addOutput('y', ['N', 3]);
   return encodeModel(b.toModel('exported', options.opset));
