@@ -5,6 +5,7 @@
 //	localcluster up    start everything, wait until every node is Ready, write admin.kubeconfig
 //	localcluster down  stop every process `up` started, pods included
 //	localcluster env   print the shell line that points kubectl and helm at the cluster
+//	localcluster mem   print the resident memory of each cluster process, now and at its peak
 package main
 
 import (
@@ -16,7 +17,7 @@ import (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: localcluster up|down|env")
+		fmt.Fprintln(os.Stderr, "usage: localcluster up|down|env|mem")
 		os.Exit(2)
 	}
 	layout, err := newLayout()
@@ -28,10 +29,12 @@ func main() {
 		err = up(context.Background(), layout)
 	case "down":
 		err = down(layout)
+	case "mem":
+		err = memory(layout)
 	case "env":
 		fmt.Printf("export KUBECONFIG=%s\n", layout.adminKubeconfig())
 	default:
-		err = fmt.Errorf("command: must be up, down or env, got %q", os.Args[1])
+		err = fmt.Errorf("command: must be up, down, env or mem, got %q", os.Args[1])
 	}
 	if err != nil {
 		fail(err)

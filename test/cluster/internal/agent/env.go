@@ -102,7 +102,8 @@ func (c *container) command() (*exec.Cmd, *logFile, error) {
 // linkMounts makes <pod>/containers/<name>/root<mountPath> a link to each mounted volume.
 func (c *container) linkMounts() (string, error) {
 	root := filepath.Join(c.w.dir, "containers", c.spec.Name, "root")
-	if err := os.MkdirAll(root, 0o755); err != nil {
+	// root/root is the container's HOME.
+	if err := os.MkdirAll(filepath.Join(root, "root"), 0o755); err != nil {
 		return "", err
 	}
 	c.w.mu.Lock()
