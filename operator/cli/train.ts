@@ -66,8 +66,9 @@ export function register(program: Command): void {
 export async function trainCommand(
   flags: TrainFlags,
   print: (text: string) => void,
+  logDestination: NodeJS.WritableStream = process.stderr,
 ): Promise<void> {
-  const log = createLogger('train');
+  const log = createLogger('train', logDestination);
   const epochs = parseInteger('--epochs', flags.epochs, 1);
   const batchSize = parseInteger('--batch-size', flags.batchSize, 1);
   const seed = parseInteger('--seed', flags.seed, 0);
@@ -88,7 +89,7 @@ export async function trainCommand(
     seed,
     executionProvider: provider as ExecutionProvider,
     threads,
-    log: createLogger('engine'),
+    log: createLogger('engine', logDestination),
   });
   log.info(
     {

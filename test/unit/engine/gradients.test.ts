@@ -154,6 +154,7 @@ describe('gradient rules agree with central finite differences', () => {
       // 6 - 3 is not a multiple of 2: the last input row is never read by the forward pass.
       { x: [1, 2, 6, 5], w: [2, 2, 3, 2], attrs: { strides: [2, 2], pads: [0, 1, 0, 0] } },
       { x: [2, 1, 5, 5], w: [2, 1, 5, 5], attrs: { pads: [2, 2, 2, 2] } },
+      { x: [1, 2, 7, 7], w: [2, 2, 3, 3], attrs: { dilations: [2, 2], strides: [2, 1] } },
     ];
     for (const { x, w, attrs } of cases) {
       await expectGradientsMatch({
