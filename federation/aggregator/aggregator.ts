@@ -221,6 +221,8 @@ export class Aggregator {
       connectedSites: [...this.joined.keys()].sort(),
       openRound: this.open && !this.open.sealed ? this.open.round : 0,
       finished: this.finished,
+      openRoundReported: this.open?.accepted.size ?? 0,
+      openRoundParticipants: this.open?.participants.size ?? 0,
     };
   }
 

@@ -118,6 +118,8 @@ export interface AggregatorStatus {
   connectedSites: string[];
   openRound: number;
   finished: boolean;
+  openRoundReported: number;
+  openRoundParticipants: number;
 }
 
 /** findProtoRoot walks up from this file to the folder that holds `proto/`. */

@@ -2,6 +2,9 @@ import { Command } from 'commander';
 import { version } from '../../package.json';
 import { register as registerData } from './data';
 import { register as registerTrain } from './train';
+import { register as registerAggregator } from './aggregator';
+import { register as registerSimulate } from './simulate';
+import { register as registerTrainer } from './trainer';
 
 /**
  * registerCommands adds every `flotilla` subcommand to the program. Each subcommand lives in
@@ -11,4 +14,7 @@ export function registerCommands(program: Command): void {
   program.version(version);
   registerData(program);
   registerTrain(program);
+  registerSimulate(program);
+  registerAggregator(program);
+  registerTrainer(program);
 }
