@@ -79,7 +79,11 @@ async function loadOptionalTest(dir: string): Promise<Dataset | undefined> {
 }
 
 class TrainerSession {
-  private lastPushedRound = 0;
+  /**
+   * The task last answered, as round@deadline: a round that is run again (after a failed quorum
+   * or an aggregator restart) comes with a new deadline and must be trained again.
+   */
+  private lastPushed = '';
   private pending: RoundTask | undefined;
   private working = false;
   private lastContact = Date.now();
@@ -162,7 +166,7 @@ class TrainerSession {
       while (this.pending) {
         const task = this.pending;
         this.pending = undefined;
-        if (task.round <= this.lastPushedRound) continue;
+        if (taskKey(task) === this.lastPushed) continue;
         await this.trainRound(task);
       }
     } finally {
@@ -220,7 +224,7 @@ class TrainerSession {
         },
         delta,
       );
-      this.lastPushedRound = task.round;
+      this.lastPushed = taskKey(task);
       log.info(
         { round: task.round, bytes: receipt.bytesReceived, computeMs, ...metrics },
         'update pushed',
@@ -233,6 +237,10 @@ class TrainerSession {
       );
     }
   }
+}
+
+function taskKey(task: RoundTask): string {
+  return `${task.round}@${task.deadlineUnixMs}`;
 }
 
 function sleep(ms: number): Promise<void> {
