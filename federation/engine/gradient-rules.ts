@@ -149,6 +149,8 @@ const conv: GradientRule = (ctx) => {
   const { b, node } = ctx;
   const [x, w, bias] = ctx.inputs;
   const dY = ctx.dY[0]!;
+  // TODO: grouped and depthwise convolutions have no gradient rule; models using them (e.g.
+  // MobileNet exports) are refused at graph build time.
   if (attrInt(node, 'group', 1) !== 1) {
     throw new Error(
       `${nodeLabel(node)}: no gradient rule for group=${attrInt(node, 'group', 1)}, expected 1`,
@@ -249,6 +251,7 @@ const averagePool: GradientRule = (ctx) => {
   const x = ctx.inputs[0];
   const xDims = ctx.shape(x);
   const geometry = poolGeometry(node, attrInts(node, 'kernel_shape', []));
+  // TODO: ceil_mode=1 average pooling is refused; its last windows would need their own counts.
   if (geometry.ceil) {
     throw new Error(`${nodeLabel(node)}: no gradient rule for ceil_mode=1, expected 0`);
   }
@@ -363,6 +366,7 @@ const concat: GradientRule = (ctx) => {
 const gather: GradientRule = (ctx) => {
   const { b, node } = ctx;
   const [data, indices] = ctx.inputs;
+  // TODO: Gather along axes other than 0 is refused; embeddings, the use that matters, gather rows.
   if (attrInt(node, 'axis', 0) !== 0) {
     throw new Error(
       `${nodeLabel(node)}: no gradient rule for axis=${attrInt(node, 'axis', 0)}, expected 0`,
@@ -384,6 +388,8 @@ const reshapeBack: GradientRule = (ctx) => [reshapeTo(ctx, ctx.dY[0]!, ctx.shape
 /** gradientRules maps each differentiable ONNX operator to its gradient rule. */
 export const gradientRules: Record<string, GradientRule> = {
   Identity: (ctx) => [ctx.dY[0]],
+  // TODO: Dropout runs as identity in the train step (onnxruntime's inference mode), so a
+  // user model that relies on dropout trains without that regularisation.
   Dropout: (ctx) => [ctx.dY[0]],
   Add: binary((_ctx, dY) => [dY, dY]),
   Sub: binary((ctx, dY) => [dY, ctx.needs[1] ? ctx.b.op('Neg', [dY]) : undefined]),

@@ -48,7 +48,7 @@ export interface EpochResult {
  * inputs, and only `params` copies them out.
  */
 export class LocalTrainer {
-  private params_: Map<string, ort.Tensor>;
+  private currentParams: Map<string, ort.Tensor>;
   private state: Map<string, ort.Tensor>;
   /** FedProx's anchor: the parameters last given to setParams (or the initial ones). */
   private anchor: Map<string, ort.Tensor>;
@@ -61,8 +61,10 @@ export class LocalTrainer {
     private readonly trainSession: ort.InferenceSession,
     private readonly evalSession: ort.InferenceSession,
   ) {
-    this.params_ = new Map(config.model.params.map((p) => [p.name, toOrt(p.dims, p.data)]));
-    this.anchor = this.params_;
+    this.currentParams = new Map(
+      config.model.params.map((p) => [p.name, toOrt(p.dims, new Float32Array(p.data))]),
+    );
+    this.anchor = this.currentParams;
     this.state = this.zeroState();
   }
 
@@ -99,7 +101,7 @@ export class LocalTrainer {
     return this.config.model.params.map((p) => ({
       name: p.name,
       dims: [...p.dims],
-      data: new Float32Array(this.params_.get(p.name)!.data as Float32Array),
+      data: new Float32Array(this.currentParams.get(p.name)!.data as Float32Array),
     }));
   }
 
@@ -108,8 +110,8 @@ export class LocalTrainer {
    * become FedProx's anchor. Optimizer state is kept unless `resetOptimizer` is set.
    */
   setParams(params: NamedTensor[], options: { resetOptimizer?: boolean } = {}): void {
-    this.params_ = this.toParamMap(params, 'params');
-    this.anchor = this.params_;
+    this.currentParams = this.toParamMap(params, 'params');
+    this.anchor = this.currentParams;
     if (options.resetOptimizer) this.state = this.zeroState();
   }
 
@@ -135,14 +137,14 @@ export class LocalTrainer {
     for (let start = 0; start < dataset.count; start += graph.batchSize) {
       const rows = batch.fill(dataset, order, start);
       const feeds: Record<string, ort.Tensor> = { ...batch.feeds(), [graph.lr]: lr };
-      for (const p of graph.params) feeds[p.name] = this.params_.get(p.name)!;
+      for (const p of graph.params) feeds[p.name] = this.currentParams.get(p.name)!;
       for (const s of graph.state) feeds[s.name] = this.state.get(s.name)!;
       for (const [param, input] of graph.globals) feeds[input] = this.anchor.get(param)!;
 
       const out = await this.trainSession.run(feeds);
       const params = new Map<string, ort.Tensor>();
       for (const p of graph.params) params.set(p.name, out[p.output]);
-      this.params_ = params;
+      this.currentParams = params;
       for (const s of graph.state) this.state.set(s.name, out[s.output]);
       lossSum += (out[graph.loss].data as Float32Array)[0] * rows;
       correct += (out[graph.correct].data as Float32Array)[0];
@@ -160,7 +162,7 @@ export class LocalTrainer {
     for (let start = 0; start < dataset.count; start += graph.batchSize) {
       const rows = batch.fill(dataset, undefined, start);
       const feeds: Record<string, ort.Tensor> = batch.feeds();
-      for (const p of graph.params) feeds[p.name] = this.params_.get(p.name)!;
+      for (const p of graph.params) feeds[p.name] = this.currentParams.get(p.name)!;
       const out = await this.evalSession.run(feeds);
       lossSum += (out[graph.loss].data as Float32Array)[0] * rows;
       correct += (out[graph.correct].data as Float32Array)[0];
@@ -175,7 +177,7 @@ export class LocalTrainer {
   exportInferenceModel(): Uint8Array {
     const source = this.config.model.model;
     const initializers = (source.graph?.initializer ?? []).map((init) => {
-      const current = this.params_.get(init.name ?? '');
+      const current = this.currentParams.get(init.name ?? '');
       return current
         ? floatTensor(init.name!, current.dims as number[], current.data as Float32Array)
         : init;

@@ -152,6 +152,7 @@ const shapeRules: Record<string, ShapeRule> = {
     return [[m, n]];
   },
   MatMul: (node, [a, b]) => {
+    // TODO: MatMul with a 1-D operand (vector products) is refused; Linear layers export as rank >= 2.
     if (a.length < 2 || b.length < 2) {
       throw new Error(
         `${nodeLabel(node)}: operands of rank < 2 are not supported, got [${a}] and [${b}]`,
