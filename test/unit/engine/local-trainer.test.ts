@@ -251,6 +251,58 @@ describe('LocalTrainer optimizer steps match a hand computation', () => {
 });
 
 describe('LocalTrainer end to end', () => {
+  test("one SGD step of the zoo CNN moves each weight by -lr times the loss's finite-difference slope", async () => {
+    const data = syntheticDataset(32, [1, 16, 16], 4, 5);
+    const model = buildZooModel('cnn', { inputShape: [1, 16, 16], numClasses: 4, seed: 3 });
+    const lr = 1;
+    await withTrainer(
+      { model, optimizer: { kind: 'sgd', lr }, batchSize: 32, seed: 1, evalBatchSize: 32 },
+      async (t) => {
+        await t.trainEpoch(data);
+        const stepped = t.params;
+        const eps = 1e-3;
+        const lossWith = async (param: number, index: number, delta: number) => {
+          const shifted = model.params.map((p, i) => {
+            const values = new Float32Array(p.data);
+            if (i === param) values[index] += delta;
+            return { ...p, data: values };
+          });
+          t.setParams(shifted);
+          return (await t.evaluate(data)).loss;
+        };
+        const rng = new SeededRandom(8);
+        for (let param = 0; param < model.params.length; param++) {
+          // The most-moved weight of each tensor, so that no check is a trivial 0 = 0, plus
+          // two random ones.
+          const change = stepped[param].data.map((v, i) =>
+            Math.abs(v - model.params[param].data[i]),
+          );
+          const largest = change.indexOf(Math.max(...change));
+          const size = change.length;
+          for (const index of [
+            largest,
+            Math.floor(rng.next() * size),
+            Math.floor(rng.next() * size),
+          ]) {
+            const slope =
+              ((await lossWith(param, index, eps)) - (await lossWith(param, index, -eps))) /
+              (2 * eps);
+            const moved = stepped[param].data[index] - model.params[param].data[index];
+            expect({
+              param: model.params[param].name,
+              index,
+              error: Math.abs(moved + lr * slope),
+            }).toEqual({
+              param: model.params[param].name,
+              index,
+              error: expect.closeTo(0, 2),
+            });
+          }
+        }
+      },
+    );
+  });
+
   test('an MLP learns a separable synthetic task, and the exported model predicts as the eval graph', async () => {
     const train = syntheticDataset(600, [2, 3], 3, 1);
     const test = syntheticDataset(200, [2, 3], 3, 2);
