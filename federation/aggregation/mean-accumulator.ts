@@ -44,13 +44,18 @@ export class MeanAccumulator {
     this.count += 1;
   }
 
-  /** mean returns the weighted mean of the folded updates (a new vector). */
-  mean(): Float64Array {
+  /**
+   * takeMean turns the running sum into the weighted mean in place and returns it: no second
+   * model-sized vector is allocated. The accumulator must be reset before the next fold.
+   */
+  takeMean(): Float64Array {
     if (this.count === 0) throw new Error('mean of an empty aggregate');
-    const out = new Float64Array(this.size);
+    const sum = this.sum;
     const inv = 1 / this.weight;
-    for (let i = 0; i < out.length; i++) out[i] = this.sum[i] * inv;
-    return out;
+    for (let i = 0; i < sum.length; i++) sum[i] *= inv;
+    this.weight = 0;
+    this.count = 0;
+    return sum;
   }
 
   /** snapshot copies the running sum, for tests and checks that it did not change. */

@@ -521,15 +521,18 @@ export class Aggregator {
         if (!part.chunk) throw invalid('update stream: a second UpdateHeader after the first');
         const chunk = sequence.accept(part.chunk);
         const values = chunk.values;
-        for (let i = 0; i < values.length; i++) {
-          const v = values[i];
-          if (!Number.isFinite(v)) {
-            throw invalid(
-              `tensor "${part.chunk.name}": element ${chunk.offset + i} is ${v}, expected a finite number`,
-            );
-          }
-          squaredNorm += v * v;
+        // One pass for both checks: a NaN or an infinity makes the chunk's squared norm
+        // non-finite (float32 squares cannot overflow a float64), and only then is the chunk
+        // scanned again to name the element.
+        let chunkNorm = 0;
+        for (let i = 0; i < values.length; i++) chunkNorm += values[i] * values[i];
+        if (!Number.isFinite(chunkNorm)) {
+          const i = values.findIndex((v) => !Number.isFinite(v));
+          throw invalid(
+            `tensor "${part.chunk.name}": element ${chunk.offset + i} is ${values[i]}, expected a finite number`,
+          );
         }
+        squaredNorm += chunkNorm;
         staged.set(values, chunk.flatOffset);
         receivedBytes = sequence.bytesReceived;
       }
@@ -631,7 +634,7 @@ export class Aggregator {
     r.sealed = true;
     clearTimeout(r.timer);
 
-    const mean = this.aggregate.mean();
+    const mean = this.aggregate.takeMean();
     this.strategy.step(this.global, mean);
     this.globalVersion += 1;
     this.aggregate.reset();
