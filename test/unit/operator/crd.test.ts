@@ -73,7 +73,7 @@ describe('the FederatedJob CRD', () => {
   });
 
   test('printer columns show phase, round of rounds, sites ready, accuracy, loss and age', () => {
-    const columns = version.additionalPrinterColumns.map((c) => [c.name, c.jsonPath]);
+    const columns = version.additionalPrinterColumns.map((c) => [c.name, c.jsonPath] as string[]);
     expect(columns).toEqual([
       ['Phase', '.status.phase'],
       ['Round', '.status.roundProgress'],
@@ -85,7 +85,7 @@ describe('the FederatedJob CRD', () => {
     // Each status column reads a field the status schema declares.
     const declared = new Set([...nodes(schema)].map(([at]) => at));
     for (const [, jsonPath] of columns) {
-      if (jsonPath!.startsWith('.status')) expect(declared).toContain(jsonPath);
+      if (jsonPath.startsWith('.status')) expect(declared).toContain(jsonPath);
     }
   });
 
