@@ -5,7 +5,7 @@ export ONNXRUNTIME_NODE_INSTALL := skip
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 EPOCHS ?= 10
 
-.PHONY: setup deps data build lint format test train bench clean
+.PHONY: setup deps data build crds lint format test train bench clean
 
 ## setup: install npm packages and the Fashion-MNIST dataset, then build
 setup: deps data build
@@ -22,6 +22,10 @@ data:
 
 build:
 	npx tsc -p tsconfig.build.json
+
+## crds: regenerate the FederatedJob CRD (crds/ and the chart) from operator/api/federatedjob.ts
+crds: build
+	node dist/operator/api/generate-crd.js
 
 lint:
 	npx eslint .
