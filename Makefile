@@ -5,7 +5,7 @@ export ONNXRUNTIME_NODE_INSTALL := skip
 FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
 EPOCHS ?= 10
 
-.PHONY: setup deps data build crds lint format test train bench clean
+.PHONY: setup deps data build crds lint format test train bench bench-runtime bench-niid clean
 
 ## setup: install npm packages and the Fashion-MNIST dataset, then build
 setup: deps data build
@@ -53,6 +53,20 @@ train: build
 ## bench: print throughput figures next to their baselines
 bench: build
 	node dist/bench/engine-throughput.js
+
+## bench-runtime: update transport, FedAvg fold, aggregator memory and round overhead, each beside its baseline
+bench-runtime: build
+	node dist/bench/transport.js
+	node dist/bench/fold.js
+	node dist/bench/aggregator-memory.js
+	node dist/bench/orchestration.js
+
+## bench-niid: NIID-Bench's Fashion-MNIST CNN run (10 sites, Dirichlet 0.5, 50 rounds x 10 epochs): hours on CPU
+NIID_STRATEGY ?= fedavg
+NIID_MU ?= $(if $(filter fedprox,$(NIID_STRATEGY)),0.01,0)
+bench-niid: build
+	sed -e 's/strategy: fedavg/strategy: $(NIID_STRATEGY)/' -e 's/proximalMu: 0 /proximalMu: $(NIID_MU) /' examples/niid-bench-fmnist-cnn.yaml > dist/niid-$(NIID_STRATEGY).yaml
+	node bin/flotilla.js simulate dist/niid-$(NIID_STRATEGY).yaml --out flotilla-sim/niid-$(NIID_STRATEGY)
 
 clean:
 	rm -rf dist coverage

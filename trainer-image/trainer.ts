@@ -177,7 +177,6 @@ class TrainerSession {
   private async trainRound(task: RoundTask): Promise<void> {
     const { job, log } = this.options;
     const spec = job.spec;
-    const started = Date.now();
     let global: NamedTensor[];
     try {
       global = (await this.client.downloadModel(job.metadata.name, task.round)).tensors;
@@ -185,6 +184,8 @@ class TrainerSession {
       log.warn({ round: task.round, err: (err as Error).message }, 'model download failed');
       return;
     }
+    // computeMs covers local training and evaluation only, not the transfers.
+    const started = Date.now();
     this.trainer.setParams(global, { resetOptimizer: true });
     let last = { loss: NaN, accuracy: NaN, examples: 0 };
     for (let epoch = 0; epoch < spec.training.localEpochs; epoch++) {

@@ -494,8 +494,8 @@ export class Aggregator {
    * and the chunk values would have to be kept to subtract them anyway.
    *
    * Memory stays bounded because staging buffers come from a pool of `stagingSlots`: an update
-   * that finds none free waits without reading its stream, and gRPC flow control keeps its
-   * bytes on the sender.
+   * that finds none free waits before its first message is read, and HTTP/2 flow control keeps
+   * its bytes on the sender.
    */
   private async pushUpdate(
     call: grpc.ServerReadableStream<UpdatePart, UpdateReceipt>,
@@ -508,13 +508,15 @@ export class Aggregator {
     const reader = new PartReader(call);
     try {
       site = this.requireSite(call);
+      // The staging buffer is taken before the first message is read: a stream that waits for
+      // one has had nothing pulled, so only its HTTP/2 window (64 KiB) sits in memory.
+      staged = await this.staging.acquire();
       const first = await reader.next();
       if (!first?.header) throw invalid('update stream must start with an UpdateHeader');
       const header = first.header;
       round = this.checkHeader(site, header);
       round.receiving.add(site);
 
-      staged = await this.staging.acquire();
       const sequence = new ChunkSequence(this.layout.specs);
       let squaredNorm = 0;
       for (let part = await reader.next(); part; part = await reader.next()) {
