@@ -107,7 +107,8 @@ export function buildCrd(): CustomResourceDefinition {
         description: `The versioned schema of this object: ${GROUP}/${VERSION}.`,
       },
       kind: { type: 'string', description: `The kind of this object: ${KIND}.` },
-      metadata: { type: 'object', description: 'Standard object metadata.' },
+      // The API server allows nothing but the type here: it owns the metadata schema.
+      metadata: { type: 'object' },
       spec: structural(FederatedJobSpecSchema),
       status: structural(FederatedJobStatusSchema),
     },

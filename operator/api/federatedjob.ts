@@ -305,16 +305,18 @@ const AggregationSchema = obj(
   {
     description: 'The server-side strategy. Immutable.',
     default: {},
+    // The API server checks the default ({}) against these rules before it fills in the
+    // nested defaults, so a rule must not assume params is there.
     rules: [
       {
-        rule: `self.params.all(k, k in ${celStrategyParams}[self.strategy])`,
+        rule: `!has(self.params) || self.params.all(k, k in ${celStrategyParams}[self.strategy])`,
         message:
           'names a parameter the strategy does not take (fedavg, fedprox: eta; fedavgm: eta, ' +
           'momentum; fedadagrad: eta, beta1, tau; fedadam, fedyogi: eta, beta1, beta2, tau)',
         fieldPath: '.params',
       },
       {
-        rule: "self.params.all(k, k in ['eta', 'tau'] ? self.params[k] > 0.0 : (self.params[k] >= 0.0 && self.params[k] < 1.0))",
+        rule: "!has(self.params) || self.params.all(k, k in ['eta', 'tau'] ? self.params[k] > 0.0 : (self.params[k] >= 0.0 && self.params[k] < 1.0))",
         message: 'eta and tau must be > 0; momentum, beta1 and beta2 must lie in [0, 1)',
         fieldPath: '.params',
       },

@@ -145,3 +145,21 @@ function checkRules(
     );
   }
 }
+
+/**
+ * defaultErrors checks every `default` against the CEL rules of its own node, as the API
+ * server does when the CRD is created: on the default exactly as written, before the nested
+ * fields' defaults are filled in.
+ */
+export function defaultErrors(schema: JsonSchema, path = ''): string[] {
+  const errors: string[] = [];
+  if (schema.default !== undefined) {
+    const rules = { ...schema, properties: undefined, items: undefined };
+    checkRules(rules, schema.default, undefined, `${path}.default`, errors);
+  }
+  for (const [name, child] of Object.entries((schema.properties as Record<string, Json>) ?? {})) {
+    errors.push(...defaultErrors(child, `${path}.${name}`));
+  }
+  if (schema.items) errors.push(...defaultErrors(schema.items as Json, `${path}[]`));
+  return errors;
+}

@@ -3,7 +3,7 @@ import * as path from 'path';
 import { parse, parseAllDocuments } from 'yaml';
 import { buildCrd, CRD_FILES, JsonSchema, renderCrd } from '../../../operator/api/crd';
 import { parseManifest } from '../../../federation/job/manifest';
-import { admit } from './crd-admission';
+import { admit, defaultErrors } from './crd-admission';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const crd = buildCrd();
@@ -91,7 +91,9 @@ describe('the FederatedJob CRD', () => {
 
   test('every field has a description, so kubectl explain can teach it', () => {
     const missing = [...nodes(schema)]
-      .filter(([at, node]) => at !== '' && !at.endsWith('{}') && !node.description)
+      .filter(
+        ([at, node]) => !['', '.metadata'].includes(at) && !at.endsWith('{}') && !node.description,
+      )
       .map(([at]) => at);
     expect(missing).toEqual([]);
   });
@@ -116,6 +118,10 @@ describe('the FederatedJob CRD', () => {
         });
       }
     }
+  });
+
+  test('every default passes the CEL rules of its field, as the API server demands', () => {
+    expect(defaultErrors(schema)).toEqual([]);
   });
 
   test('every CEL rule that reports at a fieldPath points at a declared field', () => {
