@@ -178,8 +178,11 @@ test('deleting an owner garbage-collects its dependents', async () => {
 });
 
 test('a Service name resolves to its ready pod for getent and for Node.js in other pods', async () => {
-  const server = `require('net').createServer((s) => s.end('hello from ' + process.env.POD_NAME + '\\n'))
-    .listen(8080, process.env.POD_IP)`;
+  // The readiness probe connects and hangs up at once; the server must shrug that off.
+  const server = `require('net').createServer((s) => {
+      s.on('error', () => {});
+      s.end('hello from ' + process.env.POD_NAME + '\\n');
+    }).listen(8080, process.env.POD_IP)`;
   await apply({
     apiVersion: 'v1',
     kind: 'Pod',

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -32,6 +33,9 @@ const startTimeout = 3 * time.Minute
 // serviceCIDR holds ClusterIPs. They are allocated but nothing routes them: pods reach
 // Services through the names the node agents write into each pod's hosts file.
 const serviceCIDR = "10.96.0.0/16"
+
+// dnsUser is the identity node agents resolve Service names with.
+const dnsUser = "system:flotilla:cluster-dns"
 
 // site is one entry of sites.yaml.
 type site struct {
@@ -95,7 +99,7 @@ func up(ctx context.Context, l layout) error {
 	if err := st.spawn(l, "etcd", etcdArgs(l, etcdPort, peerPort)); err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/health", etcdPort), nil); err != nil {
+	if err := st.waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/health", etcdPort), nil); err != nil {
 		return fmt.Errorf("etcd did not become healthy (see %s): %w", l.logs(), err)
 	}
 	if err := st.spawn(l, "kube-apiserver", apiserverArgs(l, apiPort, etcdPort)); err != nil {
@@ -105,8 +109,11 @@ func up(ctx context.Context, l layout) error {
 	if err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, server+"/readyz", adminTLS); err != nil {
+	if err := st.waitHTTP(ctx, server+"/readyz", adminTLS); err != nil {
 		return fmt.Errorf("kube-apiserver did not become ready (see %s): %w", l.logs(), err)
+	}
+	if err := grantDNSRole(ctx, l); err != nil {
+		return err
 	}
 	if err := st.spawn(l, "kube-controller-manager", controllerManagerArgs(l, kcmPort)); err != nil {
 		return err
@@ -121,7 +128,7 @@ func up(ctx context.Context, l layout) error {
 		}
 	}
 
-	if err := waitReady(ctx, l, sites); err != nil {
+	if err := st.waitReady(ctx, l, sites); err != nil {
 		return fmt.Errorf("cluster did not become ready (see %s): %w", l.logs(), err)
 	}
 	fmt.Printf("cluster ready at %s in %s\nexport KUBECONFIG=%s\n",
@@ -169,9 +176,9 @@ func issueCertificates(l layout, sites []site) error {
 		"apiserver-kubelet-client": {
 			CommonName: "kube-apiserver-kubelet-client", Client: true,
 		},
-		// The agents watch Services and EndpointSlices with kube-proxy's identity, which the
-		// bootstrap policy binds to system:node-proxier; the Node authorizer allows neither.
-		"kube-proxy": {CommonName: "system:kube-proxy", Client: true},
+		// The agents resolve Service names from Services and Pods of every namespace, which
+		// the Node authorizer does not let a node read; this identity gets its own role.
+		"cluster-dns": {CommonName: dnsUser, Client: true},
 	}
 	for _, s := range sites {
 		name := nodeName(s)
@@ -192,7 +199,7 @@ func issueCertificates(l layout, sites []site) error {
 
 // writeKubeconfigs writes one kubeconfig per client identity, each with its certificate.
 func writeKubeconfigs(l layout, server string, sites []site) error {
-	names := []string{"admin", "kube-controller-manager", "kube-scheduler", "kube-proxy"}
+	names := []string{"admin", "kube-controller-manager", "kube-scheduler", "cluster-dns"}
 	for _, s := range sites {
 		names = append(names, "node-"+s.Name)
 	}
@@ -253,6 +260,9 @@ func apiserverArgs(l layout, port, etcdPort int) []string {
 		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", etcdPort),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
+		// The endpoint reconciler refuses a loopback address for the kubernetes Service; pods
+		// reach the API server through KUBERNETES_SERVICE_HOST/PORT instead.
+		"--endpoint-reconciler-type=none",
 		fmt.Sprintf("--secure-port=%d", port),
 		"--cert-dir=" + filepath.Join(l.run, "apiserver"),
 		"--tls-cert-file=" + p("apiserver.crt"),
@@ -291,6 +301,9 @@ func controllerManagerArgs(l layout, port int) []string {
 		"--cluster-signing-cert-file=" + p("ca.crt"),
 		"--cluster-signing-key-file=" + p("ca.key"),
 		"--use-service-account-credentials=true",
+		// Pod IPs are loopback addresses, which Endpoints and EndpointSlice validation
+		// refuses; these controllers would only retry and warn. Agents resolve Services.
+		"--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
 		"--profiling=false",
 	}
 }
@@ -312,7 +325,7 @@ func schedulerArgs(l layout) []string {
 func nodeAgentArgs(l layout, s site, index, port int) []string {
 	return []string{
 		"--kubeconfig=" + filepath.Join(l.run, "node-"+s.Name+".kubeconfig"),
-		"--services-kubeconfig=" + filepath.Join(l.run, "kube-proxy.kubeconfig"),
+		"--services-kubeconfig=" + filepath.Join(l.run, "cluster-dns.kubeconfig"),
 		"--node-name=" + nodeName(s),
 		"--site=" + s.Name,
 		"--region=" + s.Region,
@@ -390,6 +403,16 @@ func alive(st *clusterState) bool {
 	return true
 }
 
+// deadProcess names a started process that is no longer running, or returns "".
+func (st *clusterState) deadProcess() string {
+	for _, p := range st.Processes {
+		if !running(p.PID) {
+			return p.Name
+		}
+	}
+	return ""
+}
+
 func freePorts(n int) ([]int, error) {
 	var ports []int
 	var listeners []net.Listener
@@ -424,7 +447,8 @@ func clientTLS(l layout, name string) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots}, nil
 }
 
-func waitHTTP(ctx context.Context, url string, tlsConfig *tls.Config) error {
+// waitHTTP polls url until it answers 200, giving up early when a started process died.
+func (st *clusterState) waitHTTP(ctx context.Context, url string, tlsConfig *tls.Config) error {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
 	var last error = errors.New("no answer yet")
 	for {
@@ -437,6 +461,9 @@ func waitHTTP(ctx context.Context, url string, tlsConfig *tls.Config) error {
 			err = fmt.Errorf("%s: status %d", url, resp.StatusCode)
 		}
 		last = err
+		if dead := st.deadProcess(); dead != "" {
+			return fmt.Errorf("%s exited", dead)
+		}
 		select {
 		case <-ctx.Done():
 			return last
@@ -447,7 +474,7 @@ func waitHTTP(ctx context.Context, url string, tlsConfig *tls.Config) error {
 
 // waitReady waits for what a first `kubectl apply` of a pod needs: every node Ready and
 // schedulable, and the default ServiceAccount and root CA ConfigMap that pods mount.
-func waitReady(ctx context.Context, l layout, sites []site) error {
+func (st *clusterState) waitReady(ctx context.Context, l layout, sites []site) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", l.adminKubeconfig())
 	if err != nil {
 		return err
@@ -461,6 +488,9 @@ func waitReady(ctx context.Context, l layout, sites []site) error {
 		last = clusterReady(ctx, client, sites)
 		if last == nil {
 			return nil
+		}
+		if dead := st.deadProcess(); dead != "" {
+			return fmt.Errorf("%s exited", dead)
 		}
 		select {
 		case <-ctx.Done():
@@ -502,4 +532,44 @@ func nodeReady(node *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// grantDNSRole lets dnsUser read Services and Pods everywhere, as CoreDNS's role does.
+func grantDNSRole(ctx context.Context, l layout) error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", l.adminKubeconfig())
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "flotilla:cluster-dns"},
+		Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{""},
+			Resources: []string{"services", "pods", "namespaces"},
+			Verbs:     []string{"get", "list", "watch"},
+		}},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "flotilla:cluster-dns"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: dnsUser}},
+	}
+	for {
+		_, err = client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{})
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			_, err = client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
+		}
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		// Right after /readyz the RBAC bootstrap may still be settling; retry until the deadline.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("create cluster-dns role: %w", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
 }

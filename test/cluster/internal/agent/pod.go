@@ -40,6 +40,7 @@ type podWorker struct {
 	containers   []*container
 	deleting     bool
 	released     bool          // IP and GPUs went back to the node's pools
+	hosts        string        // what the pod's hosts file holds
 	stopped      chan struct{} // closed once the pod must not start or restart anything
 	stopOnce     sync.Once
 	gone         chan struct{} // closed when the pod object left the API
@@ -347,6 +348,13 @@ func (w *podWorker) writeHostsFile() {
 	}
 	for _, line := range w.a.services.hostsLines(pod.Namespace) {
 		content += line + "\n"
+	}
+	w.mu.Lock()
+	unchanged := content == w.hosts
+	w.hosts = content
+	w.mu.Unlock()
+	if unchanged {
+		return
 	}
 	// Rewritten in place, never replaced: each container sees this file through a bind mount
 	// on /etc/hosts, which keeps pointing at the original inode.
