@@ -104,7 +104,8 @@ class TrainerSession {
       if (outcome === 'finished') return;
       if (Date.now() - this.lastContact > maxUnreachable) {
         throw new FatalTrainerError(
-          `aggregator ${this.options.connection.address} unreachable for ${Math.round(maxUnreachable / 1000)}s`,
+          `aggregator ${this.options.connection.address} unreachable for ${Math.round(maxUnreachable / 1000)}s ` +
+            '(an aggregator that refuses this site certificate looks the same from here)',
         );
       }
       // Jittered exponential backoff, so restarted aggregators are not stormed by every site.
@@ -142,6 +143,13 @@ class TrainerSession {
         if (err.code === grpc.status.CANCELLED) return;
         if (FATAL_CODES.has(err.code)) {
           reject(new FatalTrainerError(`aggregator refused site "${site}": ${err.details}`));
+          return;
+        }
+        // A server certificate this site cannot verify is a configuration error, not an outage.
+        if (/certificate|SSL|TLS/i.test(err.details)) {
+          reject(
+            new FatalTrainerError(`cannot verify the aggregator's certificate: ${err.details}`),
+          );
           return;
         }
         log.warn(

@@ -87,10 +87,12 @@ export function register(program: Command): void {
     .action(async (manifest: string, flags: { out?: string; progress: boolean }) => {
       const job = loadManifest(manifest);
       const out = flags.out ?? path.join('flotilla-sim', job.metadata.name);
-      const result = await runSimulation(manifest, {
-        out,
-        progress: flags.progress && process.stderr.isTTY,
-      });
+      const progress = flags.progress && process.stderr.isTTY;
+      // Progress bars and log lines would interleave on the terminal: with bars, only warnings
+      // are logged unless FLOTILLA_LOG_LEVEL says otherwise. Processes log to <out>/logs.
+      const log = createLogger('simulate');
+      if (progress && !process.env.FLOTILLA_LOG_LEVEL) log.level = 'warn';
+      const result = await runSimulation(manifest, { out, progress, log });
       const last = result.results.filter((r) => r.outcome === 'closed').pop();
       const accuracy = last ? accuracyOf(last) : undefined;
       process.stdout.write(
