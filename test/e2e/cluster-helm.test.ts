@@ -7,7 +7,7 @@ import { clusterDir, ensureCluster, helm, kubectl, waitFor } from '../cluster/ku
 
 jest.setTimeout(240_000);
 
-const namespace = 'e2e-helm';
+const namespace = `e2e-helm-${Date.now().toString(36)}`;
 const chart = path.join(clusterDir, 'testdata', 'hello-chart');
 
 beforeAll(() => {

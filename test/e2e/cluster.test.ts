@@ -14,7 +14,7 @@ import {
 
 jest.setTimeout(180_000);
 
-const namespace = 'e2e-cluster';
+const namespace = `e2e-cluster-${Date.now().toString(36)}`;
 
 beforeAll(async () => {
   ensureCluster();
@@ -143,12 +143,13 @@ test('a pod asking for more GPUs than any node has stays Pending with the schedu
 
 test('restartPolicy OnFailure restarts a failing container and counts the restart', async () => {
   const script = 'if [ -f /data/ran ]; then echo second run; exit 0; fi; touch /data/ran; exit 3';
-  await apply(
-    shellPod('retry', script, {
-      restartPolicy: 'OnFailure',
-      volumes: [{ name: 'data', emptyDir: {} }],
-    }),
-  );
+  const pod = shellPod('retry', script, {
+    restartPolicy: 'OnFailure',
+    volumes: [{ name: 'data', emptyDir: {} }],
+  });
+  const container = (pod as { spec: { containers: Record<string, unknown>[] } }).spec.containers[0];
+  container.volumeMounts = [{ name: 'data', mountPath: '/data' }];
+  await apply(pod);
   // The emptyDir outlives a container restart, so the second run sees the first one's file.
   const done = await podWhen('retry', 'Succeeded', (p) => p.status?.phase === 'Succeeded');
   const statuses = done.status?.containerStatuses as {
@@ -230,7 +231,9 @@ test('a Service name resolves to its ready pod for getent and for Node.js in oth
   await podWhen('echo-client', 'Succeeded', (p) => p.status?.phase === 'Succeeded');
   const output = await logs('echo-client');
   const ip = serverPod.status?.podIP as string;
-  expect(output).toContain(`${ip} echo.${namespace}.svc.cluster.local`);
+  expect(output).toMatch(
+    new RegExp(`^${ip.replace(/\./g, '\\.')}\\s+echo\\.${namespace}\\.svc\\.cluster\\.local`, 'm'),
+  );
   expect(output).toContain(`lookup echo: ${ip}`);
   expect(output).toContain('reply: hello from echo-server');
 });
