@@ -408,9 +408,11 @@ export const gradientRules: Record<string, GradientRule> = {
     ];
   }),
   Neg: unary((ctx, dY) => ctx.b.op('Neg', [dY])),
+  // Reads the output (y > 0 exactly where x > 0), so that the input need not outlive the
+  // forward pass and onnxruntime can still fuse Conv+Relu.
   Relu: unary((ctx, dY) => {
     const zero = ctx.b.scalar(0);
-    return ctx.b.op('Where', [ctx.b.op('Greater', [ctx.inputs[0], zero]), dY, zero]);
+    return ctx.b.op('Where', [ctx.b.op('Greater', [ctx.outputs[0], zero]), dY, zero]);
   }),
   Sigmoid: unary((ctx, dY) => {
     const { b } = ctx;

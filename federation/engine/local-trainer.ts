@@ -60,6 +60,8 @@ export class LocalTrainer {
     private readonly evalGraph: EvalGraph,
     private readonly trainSession: ort.InferenceSession,
     private readonly evalSession: ort.InferenceSession,
+    /** The execution provider both sessions run on. */
+    readonly executionProvider: 'cpu' | 'cuda',
   ) {
     this.currentParams = new Map(
       config.model.params.map((p) => [p.name, toOrt(p.dims, new Float32Array(p.data))]),
@@ -93,7 +95,8 @@ export class LocalTrainer {
     );
     const trainSession = await sessions.open(encodeModel(trainGraph.model), 'train-step');
     const evalSession = await sessions.open(encodeModel(evalGraph.model), 'evaluate');
-    return new LocalTrainer(config, trainGraph, evalGraph, trainSession, evalSession);
+    const provider = sessions.activeProvider ?? 'cpu';
+    return new LocalTrainer(config, trainGraph, evalGraph, trainSession, evalSession, provider);
   }
 
   /** params returns copies of the current parameter values. */
@@ -141,6 +144,8 @@ export class LocalTrainer {
       for (const s of graph.state) feeds[s.name] = this.state.get(s.name)!;
       for (const [param, input] of graph.globals) feeds[input] = this.anchor.get(param)!;
 
+      // TODO: on CUDA the params and state still cross host memory at every step; keeping
+      // them on the device between runs would save two copies of the model per batch.
       const out = await this.trainSession.run(feeds);
       const params = new Map<string, ort.Tensor>();
       for (const p of graph.params) params.set(p.name, out[p.output]);

@@ -389,6 +389,7 @@ describe('LocalTrainer end to end', () => {
       },
       async (t) => {
         await t.trainEpoch(syntheticDataset(8, [FEATURES], CLASSES, 1));
+        expect(t.executionProvider).toBe(cudaProviderInstalled() ? t.executionProvider : 'cpu');
       },
     );
     const selected = lines
