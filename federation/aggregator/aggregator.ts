@@ -59,6 +59,8 @@ export interface AggregatorOptions {
    * model-sized staging buffer, so this bounds the aggregator's memory.
    */
   stagingSlots?: number;
+  /** An update stream that sends nothing for this long is dropped. Default 60 s. */
+  updateIdleTimeoutMs?: number;
   /** Largest L2 norm an update may have; unset means no bound. */
   maxUpdateNorm?: number;
   /** Evaluates a global model on the held-out set, when the job has one. */
@@ -505,7 +507,7 @@ export class Aggregator {
     let round: OpenRound | undefined;
     let staged: Float32Array | undefined;
     let receivedBytes = 0;
-    const reader = new PartReader(call);
+    const reader = new PartReader(call, this.options.updateIdleTimeoutMs ?? 60_000);
     try {
       site = this.requireSite(call);
       // The staging buffer is taken before the first message is read: a stream that waits for
@@ -736,7 +738,10 @@ class PartReader {
   private readonly iterator: AsyncIterator<UpdatePart>;
   private cancelled = false;
 
-  constructor(private readonly call: grpc.ServerReadableStream<UpdatePart, UpdateReceipt>) {
+  constructor(
+    private readonly call: grpc.ServerReadableStream<UpdatePart, UpdateReceipt>,
+    private readonly idleMs: number,
+  ) {
     call.on('cancelled', () => {
       this.cancelled = true;
       call.destroy(new UpdateError(grpc.status.CANCELLED, 'update stream cancelled by the sender'));
@@ -747,8 +752,19 @@ class PartReader {
   async next(): Promise<UpdatePart | undefined> {
     if (this.cancelled)
       throw new UpdateError(grpc.status.CANCELLED, 'update stream cancelled by the sender');
-    const { value, done } = await this.iterator.next();
-    return done ? undefined : value;
+    // A sender that stops sending would hold its staging buffer for good: give up on it.
+    const timer = setTimeout(() => {
+      const seconds = this.idleMs / 1000;
+      this.call.destroy(
+        new UpdateError(grpc.status.DEADLINE_EXCEEDED, `no update message for ${seconds}s`),
+      );
+    }, this.idleMs);
+    try {
+      const { value, done } = await this.iterator.next();
+      return done ? undefined : value;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** stop discards whatever the sender still sends. */

@@ -52,6 +52,8 @@ export interface SimulationResult extends JobOutcome {
   plotFile: string;
   /** How many times the aggregator was restarted after dying. */
   aggregatorRestarts: number;
+  /** Exit code of each process at the end (`aggregator`, `trainer-<site>`); null if killed. */
+  exitCodes: Record<string, number | null>;
 }
 
 /** RoundMetrics is one round as metrics.json records it. */
@@ -204,7 +206,13 @@ export async function runSimulation(
         rounds.filter((r) => r.outcome === 'closed'),
       ),
     );
-    return { ...outcome, metricsFile, plotFile, aggregatorRestarts: cluster.aggregatorRestarts };
+    return {
+      ...outcome,
+      metricsFile,
+      plotFile,
+      aggregatorRestarts: cluster.aggregatorRestarts,
+      exitCodes: cluster.exitCodes(),
+    };
   } finally {
     progress.halt();
     driver.close();
@@ -423,6 +431,15 @@ class LocalProcesses implements SimulationProcesses {
     );
     const timeout = new Promise((resolve) => setTimeout(resolve, timeoutMs).unref());
     await Promise.race([Promise.all(all.map((c) => this.exited.get(c))), timeout]);
+  }
+
+  /** exitCodes reports how the current processes ended (null: still running or killed). */
+  exitCodes(): Record<string, number | null> {
+    const codes: Record<string, number | null> = {
+      aggregator: this.aggregatorProcess?.exitCode ?? null,
+    };
+    for (const [site, child] of this.trainers) codes[`trainer-${site}`] = child.exitCode;
+    return codes;
   }
 
   killAll(): void {

@@ -7,12 +7,19 @@ import { NamedTensor } from '../../../federation/engine/tensor';
 import { ControlClient, FederationClient, updateParts } from '../../../federation/protocol/clients';
 import { tensorChunks } from '../../../federation/protocol/chunks';
 import {
+  clientCredentials,
   createJobCertificates,
   JobCertificates,
   PemPair,
   TlsFiles,
 } from '../../../federation/protocol/identity';
-import { RoundResult, UpdateHeader, UpdatePart } from '../../../federation/protocol/wire';
+import {
+  CHANNEL_OPTIONS,
+  loadProtocol,
+  RoundResult,
+  UpdateHeader,
+  UpdatePart,
+} from '../../../federation/protocol/wire';
 import { createLogger } from '../../../federation/log';
 
 const JOB = 'agg-test';
@@ -51,7 +58,12 @@ interface Harness {
 }
 
 async function start(
-  options: { checkpointDir?: string; strategy?: 'fedavg' | 'fedadam' } = {},
+  options: {
+    checkpointDir?: string;
+    strategy?: 'fedavg' | 'fedadam';
+    stagingSlots?: number;
+    updateIdleTimeoutMs?: number;
+  } = {},
 ): Promise<Harness> {
   const aggregator = new Aggregator({
     job: JOB,
@@ -60,6 +72,8 @@ async function start(
     tls: tls(certs.aggregator),
     checkpointDir: options.checkpointDir,
     chunkBytes: 8,
+    stagingSlots: options.stagingSlots,
+    updateIdleTimeoutMs: options.updateIdleTimeoutMs,
     logger: quiet,
   });
   const port = await aggregator.listen('127.0.0.1:0');
@@ -282,6 +296,46 @@ describe('aggregator', () => {
       );
       expect(h.aggregator.globalModel().map((t) => Array.from(t.data))).toEqual(expected);
     });
+  });
+
+  test('a sender that stalls is dropped after the idle timeout and frees its staging buffer', async () => {
+    h = await start({ stagingSlots: 1, updateIdleTimeoutMs: 500 });
+    await startRound(h, 1, ['alpha', 'beta'], 2);
+    const Federation = loadProtocol().Federation;
+    const raw = new Federation(
+      h.address,
+      clientCredentials(tls(certs.sites.beta)),
+      CHANNEL_OPTIONS,
+    ) as unknown as {
+      pushUpdate(
+        cb: (err: grpc.ServiceError | null) => void,
+      ): grpc.ClientWritableStream<UpdatePart>;
+      close(): void;
+    };
+    const stalled = new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = raw.pushUpdate((err) => resolve(err));
+      call.write({ header: header(1, 10) });
+    });
+    // With one staging buffer taken by beta's stalled stream, alpha's update can only go
+    // through once that stream is dropped.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const order: string[] = [];
+    const result = nextResult(h.control, 1);
+    const alpha = h
+      .site('alpha')
+      .pushUpdate(header(1, 100), delta(1), 8)
+      .then(() => order.push('alpha'));
+    const dropped = await stalled;
+    order.push('beta dropped');
+    expect(dropped).toMatchObject({
+      code: grpc.status.DEADLINE_EXCEEDED,
+      details: 'no update message for 0.5s',
+    });
+    await alpha;
+    expect(order).toEqual(['beta dropped', 'alpha']);
+    await h.site('beta').pushUpdate(header(1, 100), delta(1), 8);
+    expect((await result).accepted).toEqual(['alpha', 'beta']);
+    raw.close();
   });
 
   test('at the deadline a round closes with the quorum in, and fails below it', async () => {

@@ -66,6 +66,13 @@ describeIfBuilt('flotilla simulate', () => {
     const result = await runSimulation(file, options);
 
     expect(result.outcome).toBe('succeeded');
+    // Every process saw the job finish and exited successfully by itself.
+    expect(result.exitCodes).toEqual({
+      aggregator: 0,
+      'trainer-site-a': 0,
+      'trainer-site-b': 0,
+      'trainer-site-c': 0,
+    });
     const metrics = JSON.parse(fs.readFileSync(result.metricsFile, 'utf8'));
     expect(metrics.rounds.map((r: { round: number }) => r.round)).toEqual([1, 2, 3]);
     const last = metrics.rounds[2];
