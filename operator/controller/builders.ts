@@ -75,10 +75,14 @@ function evaluationDir(job: FederatedJob): string | undefined {
 /**
  * runtimeManifest is the job as `flotilla aggregator` and `flotilla trainer` read it
  * (federation/job/manifest.ts): the same spec with the Kubernetes-only fields left out and
- * every path replaced by where the pods find it.
+ * every path replaced by where the pods find it. Paths are written relative to the folder
+ * the manifest is mounted in, which the parser resolves them against: a runtime that moves
+ * the container's root (the local node agent of test/cluster/ does) still finds them.
  */
 export function runtimeManifest(job: FederatedJob): Record<string, unknown> {
   const s = job.spec;
+  const inPod = (p: string | undefined): string | undefined =>
+    p !== undefined && path.posix.isAbsolute(p) ? path.posix.relative(MOUNT_PATHS.job, p) : p;
   const model =
     s.model.zoo !== undefined
       ? {
@@ -87,14 +91,14 @@ export function runtimeManifest(job: FederatedJob): Record<string, unknown> {
           numClasses: s.model.numClasses,
           seed: s.model.seed,
         }
-      : { onnx: modelFile(job), seed: s.model.seed };
+      : { onnx: inPod(modelFile(job)), seed: s.model.seed };
   const evaluation = s.evaluation && {
-    data: evaluationDir(job),
+    data: inPod(evaluationDir(job)),
     maxExamples: s.evaluation.maxExamples,
   };
   const spec = {
     model,
-    sites: s.sites.map((site, i) => ({ name: site.name, data: siteDataDir(job, i) })),
+    sites: s.sites.map((site, i) => ({ name: site.name, data: inPod(siteDataDir(job, i)) })),
     rounds: s.rounds,
     minSites: s.minSites,
     sitesPerRound: s.sitesPerRound,
@@ -105,7 +109,7 @@ export function runtimeManifest(job: FederatedJob): Record<string, unknown> {
     failurePolicy: s.failurePolicy,
     evaluation,
     seed: s.seed,
-    output: s.output,
+    output: inPod(s.output),
   };
   return {
     apiVersion: job.apiVersion,
@@ -214,8 +218,11 @@ export function buildAggregatorPod(job: FederatedJob, defaults: BuildDefaults): 
     'aggregator',
     '--job',
     MANIFEST_FILE,
+    // The pod's own address: where every pod shares one network namespace (the local node
+    // agent), 0.0.0.0 would make two jobs' aggregators collide.
+    // TODO: an IPv6 pod IP needs brackets here; IPv6-only clusters cannot run the aggregator yet.
     '--listen',
-    `0.0.0.0:${AGGREGATOR_PORT}`,
+    `$(POD_IP):${AGGREGATOR_PORT}`,
     '--tls-dir',
     MOUNT_PATHS.tls,
     '--checkpoint-dir',
@@ -234,8 +241,11 @@ export function buildAggregatorPod(job: FederatedJob, defaults: BuildDefaults): 
       tcpSocket: { port: 'grpc' },
       periodSeconds: 5,
     },
+    env: [
+      { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+      ...(a.env ?? []),
+    ],
     ...(a.resources && { resources: a.resources }),
-    ...(a.env && { env: a.env }),
   };
   const checkpoints: V1Volume = s.checkpointVolume
     ? { ...s.checkpointVolume, name: 'checkpoints' }

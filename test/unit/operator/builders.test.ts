@@ -123,6 +123,15 @@ describe('the runtime manifest', () => {
     });
   });
 
+  test('writes in-pod paths relative to the manifest, so a moved container root still works', () => {
+    const cm = buildManifestConfigMap(stored(clusterSpec()));
+    const written = parse(cm.data![MANIFEST_KEY]) as { spec: { sites: Json[]; output: string } };
+    expect(written.spec.sites[0].data).toBe('../../../data');
+    expect(written.spec.output).toBe('../../../models');
+    const moved = parseManifest(cm.data![MANIFEST_KEY], '/tmp/pod-root/etc/flotilla/job');
+    expect(moved.spec.sites[0].data).toBe('/tmp/pod-root/data');
+  });
+
   test('points at the ONNX file of a ConfigMap model where the pods mount it', () => {
     const spec = { ...clusterSpec(), model: { configMap: { name: 'models', key: 'net.onnx' } } };
     const cm = buildManifestConfigMap(stored(spec));
@@ -269,12 +278,19 @@ describe('the aggregator', () => {
     expect(command).toBe('aggregator');
     expect(flags).toMatchObject({
       job: '/etc/flotilla/job/job.yaml',
-      listen: '0.0.0.0:7443',
+      listen: '$(POD_IP):7443',
       tlsDir: '/etc/flotilla/tls',
       checkpointDir: '/var/lib/flotilla/checkpoints',
       stagingSlots: '2',
     });
     expect(pod.spec!.containers[0].image).toBe(DEFAULTS.operatorImage);
+  });
+
+  test('listens on its pod IP, which Kubernetes puts in POD_IP', () => {
+    expect(pod.spec!.containers[0].env).toContainEqual({
+      name: 'POD_IP',
+      valueFrom: { fieldRef: { fieldPath: 'status.podIP' } },
+    });
   });
 
   test('mounts its own certificate, checkpoints, evaluation data and the output volume', () => {
