@@ -67,7 +67,8 @@ export interface FederatedJobSpec {
   /** Default 600. */
   roundTimeoutSeconds: number;
   training: TrainingSpec;
-  aggregation: { strategy: StrategyName; params: StrategyParams };
+  /** maxUpdateNorm: updates with a larger L2 norm are rejected; unset means no bound. */
+  aggregation: { strategy: StrategyName; params: StrategyParams; maxUpdateNorm?: number };
   stopping: { targetAccuracy?: number };
   /** How many times a round that missed its quorum is retried before the job fails. Default 2. */
   failurePolicy: { maxRoundRetries: number };
@@ -251,7 +252,7 @@ function parseSpec(s: Obj, baseDir: string): FederatedJobSpec {
     fail('spec.minSites', `must be <= spec.sitesPerRound (${sitesPerRound}), got ${minSites}`);
 
   const aggregation = object(s.aggregation, 'spec.aggregation', true) ?? {};
-  noUnknownKeys(aggregation, 'spec.aggregation', ['strategy', 'params']);
+  noUnknownKeys(aggregation, 'spec.aggregation', ['strategy', 'params', 'maxUpdateNorm']);
   const strategy = oneOf(
     aggregation.strategy,
     'spec.aggregation.strategy',
@@ -281,7 +282,14 @@ function parseSpec(s: Obj, baseDir: string): FederatedJobSpec {
     sitesPerRound,
     roundTimeoutSeconds: int(s.roundTimeoutSeconds, 'spec.roundTimeoutSeconds', 1, 600),
     training: parseTraining(object(s.training, 'spec.training', true) ?? {}, strategy),
-    aggregation: { strategy, params },
+    aggregation: {
+      strategy,
+      params,
+      maxUpdateNorm:
+        aggregation.maxUpdateNorm === undefined
+          ? undefined
+          : num(aggregation.maxUpdateNorm, 'spec.aggregation.maxUpdateNorm', 1e-12, 1e300),
+    },
     stopping: {
       targetAccuracy:
         stopping.targetAccuracy === undefined

@@ -172,4 +172,7 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,
   'grpc.keepalive_permit_without_calls': 1,
+  // A client's receive window: a model download is not held back every 64 KiB waiting for a
+  // window update. (The server's window is not configurable in grpc-js.)
+  'grpc-node.flow_control_window': 8 << 20,
 };

@@ -90,6 +90,7 @@ async function startAggregator(
     initialModel: model.params,
     strategy: job.spec.aggregation.strategy,
     strategyParams: job.spec.aggregation.params,
+    maxUpdateNorm: job.spec.aggregation.maxUpdateNorm,
     checkpointDir: flags.checkpointDir,
     tls: flags.tlsDir ? readTlsDir(flags.tlsDir) : undefined,
     insecureDev: flags.insecureDev,

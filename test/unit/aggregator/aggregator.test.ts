@@ -63,6 +63,7 @@ async function start(
     strategy?: 'fedavg' | 'fedadam';
     stagingSlots?: number;
     updateIdleTimeoutMs?: number;
+    maxUpdateNorm?: number;
   } = {},
 ): Promise<Harness> {
   const aggregator = new Aggregator({
@@ -74,6 +75,7 @@ async function start(
     chunkBytes: 8,
     stagingSlots: options.stagingSlots,
     updateIdleTimeoutMs: options.updateIdleTimeoutMs,
+    maxUpdateNorm: options.maxUpdateNorm,
     logger: quiet,
   });
   const port = await aggregator.listen('127.0.0.1:0');
@@ -238,6 +240,12 @@ describe('aggregator', () => {
         /examples: got 0/,
       ],
       [
+        'an update whose L2 norm exceeds the bound',
+        () => [{ header: header(1, 50) }, ...chunks(delta(20))],
+        grpc.status.INVALID_ARGUMENT,
+        /update L2 norm 204\.9\d* exceeds the bound 100/,
+      ],
+      [
         'a site that is not a participant',
         good,
         grpc.status.PERMISSION_DENIED,
@@ -247,7 +255,7 @@ describe('aggregator', () => {
     ];
 
     test.each(cases)('%s', async (_name, parts, code, message, sender = 'beta') => {
-      h = await start();
+      h = await start({ maxUpdateNorm: 100 });
       await startRound(h, 1, ['alpha', 'beta'], 2);
       await h.site('alpha').pushUpdate(header(1, 100), delta(1), 8);
       const before = h.aggregator.aggregateSnapshot();
