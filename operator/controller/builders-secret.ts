@@ -60,6 +60,8 @@ export function buildJobSecret(job: FederatedJob, certs: JobCertificates): V1Sec
     kind: 'Secret',
     metadata: ownedMetadata(job, names.secret(job), 'credentials'),
     type: 'Opaque',
+    // The certificates live as long as the job; nothing may swap them under a running pod.
+    immutable: true,
     data,
   };
 }

@@ -186,6 +186,7 @@ describe('the job Secret', () => {
   test('is owned by the job and labelled with it', () => {
     const secret = buildJobSecret(job, certs);
     expect(secret.metadata!.name).toBe('fmnist-tls');
+    expect(secret.immutable).toBe(true);
     expect(secret.metadata!.ownerReferences).toEqual([
       expect.objectContaining({
         kind: 'FederatedJob',

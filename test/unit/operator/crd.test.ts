@@ -1,7 +1,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { parse, parseAllDocuments } from 'yaml';
+import * as os from 'os';
 import { buildCrd, CRD_FILES, JsonSchema, renderCrd } from '../../../operator/api/crd';
+import { writeCrds } from '../../../operator/api/generate-crd';
 import { parseManifest } from '../../../federation/job/manifest';
 import { admit, defaultErrors } from './crd-admission';
 
@@ -314,6 +316,23 @@ describe('transition rules keep what a running job is built on', () => {
       (s.sites as Json[])[0].nodeSelector = { pool: 'gpu' };
     });
     expect(errors).toEqual([]);
+  });
+});
+
+describe('make crds', () => {
+  test('writes every CRD file, then finds nothing to change; --check names a stale one', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'flotilla-crds-'));
+    try {
+      expect(writeCrds(root, false)).toEqual(CRD_FILES);
+      for (const file of CRD_FILES) {
+        expect(fs.readFileSync(path.join(root, file), 'utf8')).toBe(renderCrd());
+      }
+      expect(writeCrds(root, true)).toEqual([]);
+      fs.appendFileSync(path.join(root, CRD_FILES[1]), '# edited by hand\n');
+      expect(writeCrds(root, true)).toEqual([CRD_FILES[1]]);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });
 
