@@ -53,6 +53,8 @@ export class LocalTrainer {
   /** FedProx's anchor: the parameters last given to setParams (or the initial ones). */
   private anchor: Map<string, ort.Tensor>;
   private epochsRun = 0;
+  /** The learning rate fed to the next steps; starts at the optimizer's `lr`. */
+  private learningRate: number;
 
   private constructor(
     private readonly config: TrainerConfig,
@@ -68,6 +70,7 @@ export class LocalTrainer {
     );
     this.anchor = this.currentParams;
     this.state = this.zeroState();
+    this.learningRate = config.optimizer.lr;
   }
 
   /** create builds the train-step and evaluation graphs and opens their sessions. */
@@ -119,6 +122,15 @@ export class LocalTrainer {
   }
 
   /**
+   * setLearningRate changes the learning rate of the following steps (a schedule, or a decay
+   * between rounds); the graph takes it as an input, so nothing is rebuilt.
+   */
+  setLearningRate(lr: number): void {
+    if (!(Number.isFinite(lr) && lr > 0)) throw new Error(`lr: must be > 0, got ${lr}`);
+    this.learningRate = lr;
+  }
+
+  /**
    * trainEpoch runs one pass over the dataset in a seeded random order, one optimizer step
    * per batch (the last batch may be short). `globalParams` sets FedProx's anchor.
    */
@@ -134,7 +146,7 @@ export class LocalTrainer {
     ).permutation(dataset.count);
     this.epochsRun++;
     const batch = new BatchBuffers(graph, this.config.model.inputShape);
-    const lr = new ort.Tensor('float32', Float32Array.of(this.config.optimizer.lr), []);
+    const lr = new ort.Tensor('float32', Float32Array.of(this.learningRate), []);
     let lossSum = 0;
     let correct = 0;
     for (let start = 0; start < dataset.count; start += graph.batchSize) {

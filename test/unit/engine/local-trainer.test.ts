@@ -123,6 +123,26 @@ describe('LocalTrainer optimizer steps match a hand computation', () => {
     );
   });
 
+  test('setLearningRate applies to the following steps', async () => {
+    const model = logreg();
+    const w0 = linearOf(model.params);
+    await withTrainer(
+      { model, optimizer: { kind: 'sgd', lr: 0.5 }, batchSize: 8, seed: 1 },
+      async (t) => {
+        await t.trainEpoch(data);
+        t.setLearningRate(0.2);
+        await t.trainEpoch(data);
+        const w1 = map(w0, (v, k, i) => v - 0.5 * handGradient(w0, data, all(8))[k][i]);
+        const g1 = handGradient(w1, data, all(8));
+        expectClose(
+          linearOf(t.params),
+          map(w1, (v, k, i) => v - 0.2 * g1[k][i]),
+        );
+        expect(() => t.setLearningRate(0)).toThrow('lr: must be > 0, got 0');
+      },
+    );
+  });
+
   test('SGD with momentum and weight decay over two steps', async () => {
     const model = logreg();
     const [lr, momentum, decay] = [0.3, 0.9, 0.1];
