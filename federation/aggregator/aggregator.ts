@@ -186,6 +186,7 @@ export class Aggregator {
       this.server.bindAsync(address, credentials, (err, port) => {
         if (err) reject(new Error(`aggregator: cannot listen on ${address}: ${err.message}`));
         else {
+          widenReceiveWindows(this.server);
           this.log.info({ address, port, tls: Boolean(this.options.tls) }, 'aggregator listening');
           resolve(port);
         }
@@ -348,7 +349,7 @@ export class Aggregator {
     try {
       this.requireCoordinator(call);
     } catch (err) {
-      call.destroy(asStatus(err) as Error);
+      failStream(call, err);
       return;
     }
     for (const r of this.results) if (r.round >= call.request.fromRound) call.write(r);
@@ -406,7 +407,7 @@ export class Aggregator {
       }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'join refused');
-      call.destroy(asStatus(err) as Error);
+      failStream(call, err);
       return;
     }
     if (this.finished) {
@@ -476,7 +477,7 @@ export class Aggregator {
       }
       call.end();
     } catch (err) {
-      call.destroy(asStatus(err) as Error);
+      failStream(call, err);
     }
   }
 
@@ -772,6 +773,46 @@ class PartReader {
     this.call.removeAllListeners('data');
     this.call.resume();
   }
+}
+
+/**
+ * RECEIVE_WINDOW_BYTES is the HTTP/2 window the aggregator grants each stream. It is also what
+ * an update waiting for a staging buffer can have in flight, so memory grows by this much per
+ * waiting site: 2 MiB keeps that small next to any model while letting a sender run ahead.
+ */
+const RECEIVE_WINDOW_BYTES = 2 << 20;
+
+/**
+ * widenReceiveWindows grants each connection and stream a 2 MiB HTTP/2 receive window instead
+ * of the default 64 KiB, so a sender is not stopped every 64 KiB to wait for a window update.
+ * grpc-js has no server option for it, so this reaches the HTTP/2 servers it created; if a
+ * later grpc-js keeps them elsewhere, nothing happens and the default window stays.
+ */
+function widenReceiveWindows(server: grpc.Server): void {
+  const http2Servers = (server as unknown as { http2Servers?: Map<unknown, unknown> }).http2Servers;
+  if (!(http2Servers instanceof Map)) return;
+  for (const http2Server of http2Servers.keys()) {
+    const emitter = http2Server as import('http2').Http2Server;
+    if (
+      typeof emitter.on !== 'function' ||
+      (emitter as { flotillaWindow?: boolean }).flotillaWindow
+    )
+      continue;
+    (emitter as { flotillaWindow?: boolean }).flotillaWindow = true;
+    emitter.on('session', (session: import('http2').ServerHttp2Session) => {
+      session.settings({ initialWindowSize: RECEIVE_WINDOW_BYTES });
+      session.setLocalWindowSize(RECEIVE_WINDOW_BYTES);
+    });
+  }
+}
+
+/**
+ * failStream ends a server stream with the status of `err`. grpc-js turns an 'error' event into
+ * the call's status and then ends the call; destroying the stream instead would end it without
+ * ever sending that status.
+ */
+function failStream(call: grpc.ServerWritableStream<unknown, unknown>, err: unknown): void {
+  call.emit('error', asStatus(err));
 }
 
 function waitForDrain(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {

@@ -172,6 +172,14 @@ describe('aggregator', () => {
     const { tensors, bytes } = await h.site('alpha').downloadModel(JOB, 1);
     expect(tensors).toEqual(model());
     expect(bytes).toBe(9 * 4);
+    await expect(h.site('gamma').downloadModel(JOB, 1)).rejects.toMatchObject({
+      code: grpc.status.FAILED_PRECONDITION,
+      details: 'site "gamma" is not a participant of round 1',
+    });
+    await expect(h.site('alpha').downloadModel(JOB, 2)).rejects.toMatchObject({
+      code: grpc.status.FAILED_PRECONDITION,
+      details: 'round: got 2, the open round is 1',
+    });
   });
 
   describe('rejects a bad update and leaves the aggregate bit-for-bit unchanged', () => {
@@ -391,6 +399,30 @@ describe('aggregator', () => {
       expect(h.aggregator.aggregateSnapshot().updates).toBe(0);
     } finally {
       for (const c of [noCert, foreign, plain]) c.close();
+    }
+  });
+
+  test('only a site certificate of this job can join, and it joins for this job only', async () => {
+    h = await start();
+    const joinError = (client: FederationClient, job: string) =>
+      new Promise<grpc.ServiceError>((resolve) =>
+        client
+          .join(job)
+          .on('error', resolve)
+          .on('data', () => undefined),
+      );
+    const coordinator = new FederationClient({ address: h.address, tls: tls(certs.coordinator) });
+    try {
+      expect(await joinError(coordinator, JOB)).toMatchObject({
+        code: grpc.status.PERMISSION_DENIED,
+        details: `caller is the coordinator of job "${JOB}": expected a site certificate of job "${JOB}"`,
+      });
+      expect(await joinError(h.site('alpha'), 'other-job')).toMatchObject({
+        code: grpc.status.INVALID_ARGUMENT,
+        details: `job: got "other-job", expected "${JOB}"`,
+      });
+    } finally {
+      coordinator.close();
     }
   });
 
