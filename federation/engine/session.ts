@@ -88,7 +88,8 @@ export function engineSessionOptions(
   threads: number,
 ): ort.InferenceSession.SessionOptions {
   return {
-    executionProviders: [provider],
+    // CPU stays listed after CUDA, for the few kernels CUDA lacks.
+    executionProviders: provider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
     intraOpNumThreads: threads,
