@@ -137,7 +137,24 @@ export function buildManifestConfigMap(job: FederatedJob): V1ConfigMap {
 // ---------------------------------------------------------------------------------------
 // Volumes shared by the pods
 
-function manifestVolume(job: FederatedJob): [V1Volume, V1VolumeMount] {
+/** Mounted is a pod volume and where the container mounts it. */
+type Mounted = [V1Volume, V1VolumeMount];
+
+/** mounted names a volume source of the spec and mounts it; nothing when there is no source. */
+function mounted(
+  name: string,
+  source: Omit<V1Volume, 'name'> | undefined,
+  mountPath: string,
+  readOnly: boolean,
+): Mounted | undefined {
+  if (!source) return undefined;
+  return [
+    { ...source, name },
+    { name, mountPath, ...(readOnly && { readOnly }) },
+  ];
+}
+
+function manifestVolume(job: FederatedJob): Mounted {
   return [
     { name: 'job', configMap: { name: names.manifest(job) } },
     { name: 'job', mountPath: MOUNT_PATHS.job, readOnly: true },
@@ -145,7 +162,7 @@ function manifestVolume(job: FederatedJob): [V1Volume, V1VolumeMount] {
 }
 
 /** The Secret volume of one identity: only its own key pair, under the runtime's names. */
-function tlsVolume(job: FederatedJob, cert: string, key: string): [V1Volume, V1VolumeMount] {
+function tlsVolume(job: FederatedJob, cert: string, key: string): Mounted {
   return [
     {
       name: 'tls',
@@ -163,23 +180,25 @@ function tlsVolume(job: FederatedJob, cert: string, key: string): [V1Volume, V1V
   ];
 }
 
-function modelVolume(job: FederatedJob): [V1Volume, V1VolumeMount] | undefined {
+function modelVolume(job: FederatedJob): Mounted | undefined {
   const m = job.spec.model;
-  const mount = { name: 'model', mountPath: MOUNT_PATHS.model, readOnly: true };
-  if (m.configMap) {
-    const items = [{ key: m.configMap.key, path: m.configMap.key }];
-    return [{ name: 'model', configMap: { name: m.configMap.name, items } }, mount];
-  }
-  if (m.volume) return [{ ...m.volume, name: 'model' }, mount];
-  return undefined;
+  const source = m.configMap
+    ? {
+        configMap: {
+          name: m.configMap.name,
+          items: [{ key: m.configMap.key, path: m.configMap.key }],
+        },
+      }
+    : m.volume;
+  return mounted('model', source, MOUNT_PATHS.model, true);
 }
 
 function podSpec(
   job: FederatedJob,
   container: V1Container,
-  volumes: Array<[V1Volume, V1VolumeMount] | undefined>,
+  volumes: Array<Mounted | undefined>,
 ): V1PodSpec {
-  const present = volumes.filter((v): v is [V1Volume, V1VolumeMount] => v !== undefined);
+  const present = volumes.filter((v): v is Mounted => v !== undefined);
   container.volumeMounts = present.map(([, mount]) => mount);
   container.securityContext = {
     allowPrivilegeEscalation: false,
@@ -247,27 +266,14 @@ export function buildAggregatorPod(job: FederatedJob, defaults: BuildDefaults): 
     ],
     ...(a.resources && { resources: a.resources }),
   };
-  const checkpoints: V1Volume = s.checkpointVolume
-    ? { ...s.checkpointVolume, name: 'checkpoints' }
-    : { name: 'checkpoints', emptyDir: {} };
-  const evaluation = s.evaluation?.volume && [
-    { ...s.evaluation.volume, name: 'evaluation' },
-    { name: 'evaluation', mountPath: MOUNT_PATHS.evaluationData, readOnly: true },
-  ];
-  const output =
-    s.outputVolume && s.output
-      ? [
-          { ...s.outputVolume, name: 'output' },
-          { name: 'output', mountPath: s.output },
-        ]
-      : undefined;
+  const checkpoints = s.checkpointVolume ?? { emptyDir: {} };
   const spec = podSpec(job, container, [
     manifestVolume(job),
     tlsVolume(job, SECRET_KEYS.aggregatorCert, SECRET_KEYS.aggregatorKey),
-    [checkpoints, { name: 'checkpoints', mountPath: MOUNT_PATHS.checkpoints }],
+    mounted('checkpoints', checkpoints, MOUNT_PATHS.checkpoints, false),
     modelVolume(job),
-    evaluation as [V1Volume, V1VolumeMount] | undefined,
-    output as [V1Volume, V1VolumeMount] | undefined,
+    mounted('evaluation', s.evaluation?.volume, MOUNT_PATHS.evaluationData, true),
+    s.output ? mounted('output', s.outputVolume, s.output, false) : undefined,
   ]);
   spec.restartPolicy = 'OnFailure';
   if (a.nodeSelector) spec.nodeSelector = a.nodeSelector;
@@ -359,14 +365,10 @@ export function buildTrainerPod(
     ...(resources && { resources }),
     ...(t.env && { env: t.env }),
   };
-  const data: [V1Volume, V1VolumeMount] | undefined = site.volume && [
-    { ...site.volume, name: 'data' },
-    { name: 'data', mountPath: site.mountPath, readOnly: true },
-  ];
   const spec = podSpec(job, container, [
     manifestVolume(job),
     tlsVolume(job, SECRET_KEYS.siteCert(site.name), SECRET_KEYS.siteKey(site.name)),
-    data,
+    mounted('data', site.volume, site.mountPath, true),
     modelVolume(job),
   ]);
   // The controller replaces a failed trainer itself and counts it against backoffLimit.

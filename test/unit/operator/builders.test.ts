@@ -139,6 +139,30 @@ describe('the runtime manifest', () => {
     expect(parsed.spec.model).toEqual({ onnx: '/etc/flotilla/model/net.onnx', seed: 0 });
   });
 
+  test('mounts a model volume read-only in the aggregator and every trainer', () => {
+    const model = {
+      onnx: 'nets/fmnist.onnx',
+      volume: { persistentVolumeClaim: { claimName: 'm' } },
+    };
+    const job = stored({ ...clusterSpec(), model });
+    const parsed = parseManifest(
+      buildManifestConfigMap(job).data![MANIFEST_KEY],
+      '/etc/flotilla/job',
+    );
+    expect(parsed.spec.model).toEqual({ onnx: '/etc/flotilla/model/nets/fmnist.onnx', seed: 0 });
+    for (const pod of [buildAggregatorPod(job, DEFAULTS), buildTrainerPod(job, 1, 0, DEFAULTS)]) {
+      expect(volume(pod, 'model')).toEqual({
+        name: 'model',
+        persistentVolumeClaim: { claimName: 'm' },
+      });
+      expect(mount(pod, 'model')).toEqual({
+        name: 'model',
+        mountPath: '/etc/flotilla/model',
+        readOnly: true,
+      });
+    }
+  });
+
   test('refuses a site with neither data nor volume, naming it', () => {
     const text = fs.readFileSync(path.join(ROOT, 'examples', 'fashion-mnist.yaml'), 'utf8');
     const job = stored((parse(text) as { spec: Json }).spec);
