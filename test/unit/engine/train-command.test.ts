@@ -1,7 +1,9 @@
 /** @jest-environment ./test/unit/engine/ort-environment.js */
+import { spawnSync } from 'child_process';
+import { existsSync } from 'fs';
 import { mkdtemp, rm } from 'fs/promises';
 import { tmpdir } from 'os';
-import { join } from 'path';
+import { join, resolve } from 'path';
 import { Writable } from 'stream';
 import * as ort from 'onnxruntime-node';
 import { Dataset } from '../../../federation/data/dataset';
@@ -85,5 +87,48 @@ describe('flotilla train', () => {
     await expect(
       trainCommand({ ...baseFlags, data: dir, optimizer: 'rmsprop' }, () => {}, quiet()),
     ).rejects.toThrow('--optimizer: must be one of sgd, adam, got "rmsprop"');
+  });
+
+  const root = resolve(__dirname, '..', '..', '..');
+  const testIfBuilt = existsSync(join(root, 'dist', 'operator', 'cli', 'main.js'))
+    ? test
+    : test.skip;
+
+  testIfBuilt('the compiled CLI prints epoch lines on stdout and JSON logs on stderr', () => {
+    const run = spawnSync(
+      process.execPath,
+      [
+        join(root, 'bin', 'flotilla.js'),
+        'train',
+        '--model',
+        'logreg',
+        '--data',
+        dir,
+        '--epochs',
+        '1',
+        '--threads',
+        '1',
+        '--provider',
+        'cpu',
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(run.status).toBe(0);
+    expect(run.stdout.trim().split('\n')).toEqual([expect.stringMatching(/^epoch 1\/1 {2}loss /)]);
+    const logs = run.stderr
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(logs.map((l) => l.msg)).toEqual([
+      'engine execution provider selected',
+      'training started',
+      'epoch finished',
+    ]);
+    expect(logs[0]).toMatchObject({
+      component: 'engine',
+      requested: 'cpu',
+      provider: 'cpu',
+      threads: 1,
+    });
   });
 });
