@@ -67,9 +67,17 @@ export function structural(schema: unknown): JsonSchema {
       else delete node.required;
     }
     if (node.items && typeof node.items === 'object') node.items = walk(node.items as Json);
+    // kubectl explain prints the description but not the default: say it in words.
+    if (isScalar(node.default) && !/\bDefault\b/.test(String(node.description))) {
+      node.description = `${String(node.description)} Default: ${String(node.default)}.`;
+    }
     return ordered(node);
   };
   return walk(plain);
+}
+
+function isScalar(v: unknown): v is string | number | boolean {
+  return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean';
 }
 
 // Keys in the order a reader of the YAML wants them: what it is, then its limits, then inside.

@@ -201,7 +201,7 @@ const SiteSchema = obj(
       pattern: '^/',
     }),
     gpus: int({
-      description: 'GPUs the trainer requests (nvidia.com/gpu). 0 trains on CPU. Default 1.',
+      description: 'GPUs the trainer requests (nvidia.com/gpu); 0 trains on CPU.',
       minimum: 0,
       maximum: 64,
       default: 1,

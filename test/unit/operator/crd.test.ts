@@ -100,6 +100,20 @@ describe('the FederatedJob CRD', () => {
     expect(missing).toEqual([]);
   });
 
+  test('a field with a default says it in its description, since kubectl explain omits it', () => {
+    const site = (schema.properties as Record<string, Json>).spec as Json;
+    const gpus = [...nodes(site)].find(([at]) => at === '.sites[].gpus')![1];
+    expect(gpus.description).toMatch(/ Default: 1\.$/);
+    for (const [at, node] of nodes(schema)) {
+      if (['string', 'number', 'boolean'].includes(typeof node.default)) {
+        expect({ at, says: /\bDefault\b/.test(node.description as string) }).toEqual({
+          at,
+          says: true,
+        });
+      }
+    }
+  });
+
   test('the schema is structural: every node has a type, no anyOf, const or patternProperties', () => {
     for (const [at, node] of nodes(schema)) {
       expect({ at, type: typeof node.type }).toEqual({ at, type: 'string' });
