@@ -93,6 +93,15 @@ export function buildEvalGraph(
   return core.graph(b);
 }
 
+/** ScoredForward is the forward graph inside a builder, with its loss and correct count. */
+interface ScoredForward {
+  nodes: onnx.INodeProto[];
+  facts: GraphFacts;
+  loss: string;
+  params: { name: string; dims: number[] }[];
+  graph(builder: GraphBuilder): EvalGraph;
+}
+
 /**
  * addScoredForward copies the forward graph into the builder with its parameters turned into
  * inputs and the batch size fixed, infers every shape, and appends the loss and the correct
@@ -103,10 +112,54 @@ function addScoredForward(
   forward: ForwardModel,
   batchSize: number,
   lossKind: LossKind,
-) {
+): ScoredForward {
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`batchSize: must be an integer >= 1, got ${batchSize}`);
   }
+  const { nodes, facts, params, numClasses } = copyForward(b, forward, batchSize);
+
+  const labels = b.fresh('labels');
+  const mask = b.fresh('mask');
+  b.addInput(labels, [batchSize, numClasses]);
+  b.addInput(mask, [batchSize, 1]);
+  facts.shapes.set(labels, [batchSize, numClasses]);
+  facts.shapes.set(mask, [batchSize, 1]);
+  const loss = b.fresh('loss');
+  const correct = b.fresh('correct');
+  const scoringStart = b.nodes.length;
+  appendLoss(b, lossKind, forward.outputName, labels, mask, numClasses, loss);
+  appendCorrectCount(b, forward.outputName, labels, correct);
+  const scoring = b.nodes.slice(scoringStart);
+  recordConstants(b.initializers, facts);
+  inferShapes(scoring, facts);
+  b.addOutput(loss, []);
+  b.addOutput(correct, []);
+
+  const opset = Math.max(ONNX_OPSET, forwardOpset(forward.model));
+  const graph = (builder: GraphBuilder): EvalGraph => {
+    const model = builder.toModel('flotilla-step', opset);
+    model.irVersion = Math.max(ONNX_IR_VERSION, toNumber(forward.model.irVersion));
+    const slots = params.map((p) => ({ ...p, output: '' }));
+    return {
+      model,
+      batchSize,
+      numClasses,
+      batch: forward.inputName,
+      labels,
+      mask,
+      loss,
+      correct,
+      params: slots,
+    };
+  };
+  return { nodes: [...nodes, ...scoring], facts, loss, params, graph };
+}
+
+/**
+ * copyForward puts the forward graph's nodes and constant initializers into the builder,
+ * declares the parameters and a batch of `batchSize` as inputs, and infers every shape.
+ */
+function copyForward(b: GraphBuilder, forward: ForwardModel, batchSize: number) {
   const graph = forward.model.graph;
   if (!graph) throw new Error('model: has no graph');
   const sourceNodes = graph.node ?? [];
@@ -137,53 +190,14 @@ function addScoredForward(
   }));
   b.nodes.push(...nodes);
   inferShapes(nodes, facts);
+
   const logitDims = facts.shapes.get(forward.outputName);
   if (!logitDims || logitDims.length !== 2 || logitDims[0] !== batchSize) {
     throw new Error(
       `model output "${forward.outputName}": must be logits [batch, classes], got [${logitDims?.join(', ') ?? 'unknown'}]`,
     );
   }
-  const numClasses = logitDims[1];
-
-  const labels = b.fresh('labels');
-  const mask = b.fresh('mask');
-  b.addInput(labels, [batchSize, numClasses]);
-  b.addInput(mask, [batchSize, 1]);
-  facts.shapes.set(labels, [batchSize, numClasses]);
-  facts.shapes.set(mask, [batchSize, 1]);
-  const loss = b.fresh('loss');
-  const correct = b.fresh('correct');
-  const scoringStart = b.nodes.length;
-  appendLoss(b, lossKind, forward.outputName, labels, mask, numClasses, loss);
-  appendCorrectCount(b, forward.outputName, labels, correct);
-  const scoring = b.nodes.slice(scoringStart);
-  recordConstants(b.initializers, facts);
-  inferShapes(scoring, facts);
-  b.addOutput(loss, []);
-  b.addOutput(correct, []);
-
-  const opset = Math.max(ONNX_OPSET, forwardOpset(forward.model));
-  return {
-    nodes: [...nodes, ...scoring],
-    facts,
-    loss,
-    params,
-    graph: (builder: GraphBuilder): EvalGraph => {
-      const model = builder.toModel('flotilla-step', opset);
-      model.irVersion = Math.max(ONNX_IR_VERSION, toNumber(forward.model.irVersion));
-      return {
-        model,
-        batchSize,
-        numClasses,
-        batch: forward.inputName,
-        labels,
-        mask,
-        loss,
-        correct,
-        params: params.map((p) => ({ ...p, output: '' })),
-      };
-    },
-  };
+  return { nodes, facts, params, numClasses: logitDims[1] };
 }
 
 /** forwardOpset reads the default-domain opset a forward model was written for. */
