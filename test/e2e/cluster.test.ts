@@ -161,6 +161,49 @@ test('restartPolicy OnFailure restarts a failing container and counts the restar
   expect(await logs('retry')).toContain('second run');
 });
 
+test('Secrets and ConfigMaps reach a pod as files under its mount paths and as env', async () => {
+  await kubectl([
+    '-n',
+    namespace,
+    'create',
+    'secret',
+    'generic',
+    'site-cert',
+    '--from-literal=tls.key=secret-key-bytes',
+  ]);
+  await kubectl(['-n', namespace, 'create', 'configmap', 'settings', '--from-literal=rounds=5']);
+  const pod = shellPod(
+    'reader',
+    'cat /etc/certs/tls.key; echo; cat /etc/settings/rounds; echo; echo "env $ROUNDS"; ' +
+      'test -s "$FLOTILLA_CONTAINER_ROOT/var/run/secrets/kubernetes.io/serviceaccount/token" && echo token-mounted',
+    {
+      restartPolicy: 'Never',
+      volumes: [
+        { name: 'certs', secret: { secretName: 'site-cert', defaultMode: 0o400 } },
+        { name: 'settings', configMap: { name: 'settings' } },
+      ],
+    },
+  );
+  const container = (pod as { spec: { containers: Record<string, unknown>[] } }).spec.containers[0];
+  container.volumeMounts = [
+    { name: 'certs', mountPath: '/etc/certs', readOnly: true },
+    { name: 'settings', mountPath: '/etc/settings' },
+  ];
+  container.env = [
+    { name: 'ROUNDS', valueFrom: { configMapKeyRef: { name: 'settings', key: 'rounds' } } },
+  ];
+  await apply(pod);
+
+  await podWhen('reader', 'Succeeded', (p) => p.status?.phase === 'Succeeded');
+  expect((await logs('reader')).split('\n')).toEqual([
+    'secret-key-bytes',
+    '5',
+    'env 5',
+    'token-mounted',
+    '',
+  ]);
+});
+
 test('deleting an owner garbage-collects its dependents', async () => {
   await kubectl(['-n', namespace, 'create', 'configmap', 'owner', '--from-literal=k=v']);
   const owner = await getJSON('configmap', 'owner', namespace);
