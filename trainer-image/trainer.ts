@@ -102,6 +102,8 @@ class TrainerSession {
     for (;;) {
       const outcome = await this.followTasks();
       if (outcome === 'finished') return;
+      // TODO: an aggregator that refuses this site's certificate looks like one that is down (the
+      // TLS alert is not surfaced by grpc-js), so that case only ends after maxUnreachableMs.
       if (Date.now() - this.lastContact > maxUnreachable) {
         throw new FatalTrainerError(
           `aggregator ${this.options.connection.address} unreachable for ${Math.round(maxUnreachable / 1000)}s ` +

@@ -4,6 +4,9 @@
  *
  * Float64 keeps the weighted sum of float32 deltas exact enough that the order in which
  * sites arrive changes the mean only in its last float32 bit, if at all.
+ *
+ * TODO: updates are folded in arrival order, so two runs of the same job can differ in the last
+ * bit of the global model; bit-for-bit reproducible runs would need a fixed fold order.
  */
 export class MeanAccumulator {
   private readonly sum: Float64Array;

@@ -722,6 +722,8 @@ export class Aggregator {
     };
   }
 
+  // TODO: results live in memory; after a restart only the newest checkpoint's round result is
+  // known again, so a coordinator that was away longer sees the earlier rounds' results no more.
   private publish(result: RoundResult): void {
     this.results.push(result);
     // Keep a bounded history: watchers that reconnect need only the recent rounds.

@@ -19,7 +19,12 @@ export const MAX_MESSAGE_BYTES = 4 * DEFAULT_CHUNK_BYTES + 64 * 1024;
 /** The dtypes a TensorChunk may carry today, with their size in bytes. */
 export const DTYPE_BYTES: Record<string, number> = { f32: 4 };
 
-/** The update encodings the aggregator understands today. */
+/**
+ * The update encodings the aggregator understands today.
+ *
+ * TODO: f16, int8 and topk encodings are named by the design but not implemented; updates in
+ * them are refused with INVALID_ARGUMENT, so compression cannot be used yet.
+ */
 export const UPDATE_ENCODINGS = ['f32'] as const;
 
 export interface TensorChunk {
