@@ -43,12 +43,10 @@ const fold = best(() => aggregate.fold(update, 100));
 const receive = best(() => {
   const sequence = new ChunkSequence(specs);
   for (const c of chunks) {
-    const accepted = sequence.accept(c);
-    const values = accepted.values;
+    const values = sequence.accept(c).copyInto(staging);
     let norm = 0;
     for (let i = 0; i < values.length; i++) norm += values[i] * values[i];
     if (!Number.isFinite(norm)) throw new Error('not finite');
-    staging.set(values, accepted.flatOffset);
   }
   aggregate.fold(staging, 100);
 });

@@ -525,7 +525,9 @@ export class Aggregator {
       for (let part = await reader.next(); part; part = await reader.next()) {
         if (!part.chunk) throw invalid('update stream: a second UpdateHeader after the first');
         const chunk = sequence.accept(part.chunk);
-        const values = chunk.values;
+        // Copied into this update's own staging buffer first, then checked there: a chunk
+        // that fails has written only memory nobody else reads.
+        const values = chunk.copyInto(staged);
         // One pass for both checks: a NaN or an infinity makes the chunk's squared norm
         // non-finite (float32 squares cannot overflow a float64), and only then is the chunk
         // scanned again to name the element.
@@ -538,7 +540,6 @@ export class Aggregator {
           );
         }
         squaredNorm += chunkNorm;
-        staged.set(values, chunk.flatOffset);
         receivedBytes = sequence.bytesReceived;
       }
       if (!sequence.complete)

@@ -67,7 +67,15 @@ export interface AcceptedChunk {
   offset: number;
   /** Element offset within the whole model, tensors laid end to end in order. */
   flatOffset: number;
-  values: Float32Array;
+  /** Number of elements in the chunk. */
+  count: number;
+  /** The chunk's elements (a view when the payload is aligned, else a copy). */
+  readonly values: Float32Array;
+  /**
+   * copyInto copies the chunk's raw bytes into a flat model vector at `flatOffset` and returns
+   * the view of what it wrote: one copy, whatever the payload's alignment.
+   */
+  copyInto(target: Float32Array): Float32Array;
 }
 
 /**
@@ -143,11 +151,25 @@ export class ChunkSequence {
       );
     }
 
+    const flatOffset = this.flatBase + this.offset;
     const accepted: AcceptedChunk = {
       tensorIndex: this.tensorIndex,
       offset: this.offset,
-      flatOffset: this.flatBase + this.offset,
-      values: float32View(chunk.data),
+      flatOffset,
+      count,
+      // Read lazily: a receiver that copies the raw bytes never pays for a misaligned view.
+      get values() {
+        return float32View(chunk.data);
+      },
+      copyInto(target: Float32Array): Float32Array {
+        const bytes = new Uint8Array(
+          target.buffer,
+          target.byteOffset + 4 * flatOffset,
+          chunk.data.length,
+        );
+        bytes.set(chunk.data);
+        return target.subarray(flatOffset, flatOffset + count);
+      },
     };
     this.offset += count;
     this.bytesReceived += chunk.data.length;
