@@ -356,7 +356,7 @@ describe('aggregator', () => {
 
   test('at the deadline a round closes with the quorum in, and fails below it', async () => {
     h = await start();
-    await startRound(h, 1, ['alpha', 'beta', 'gamma'], 2, 1500);
+    await startRound(h, 1, ['alpha', 'beta', 'gamma'], 2, 3000);
     const closed = nextResult(h.control, 1);
     await h.site('alpha').pushUpdate(header(1, 10), delta(1), 8);
     await h.site('beta').pushUpdate(header(1, 10), delta(1), 8);
@@ -366,7 +366,7 @@ describe('aggregator', () => {
       accepted: ['alpha', 'beta'],
     });
 
-    await startRound(h, 2, ['alpha', 'beta', 'gamma'], 2, 1000);
+    await startRound(h, 2, ['alpha', 'beta', 'gamma'], 2, 2000);
     const failed = nextResult(h.control, 2);
     await h.site('alpha').pushUpdate(header(2, 10), delta(1), 8);
     expect(await failed).toMatchObject({

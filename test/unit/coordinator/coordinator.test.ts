@@ -26,7 +26,7 @@ const policy: CoordinatorPolicy = {
   rounds: 3,
   minSites: 2,
   sitesPerRound: 2,
-  roundTimeoutMs: 1500,
+  roundTimeoutMs: 4000,
   maxRoundRetries: 1,
   seed: 11,
 };
