@@ -91,7 +91,7 @@ describeIfBuilt('flotilla simulate', () => {
   });
 
   test('a trainer killed mid-round leaves a round that still closes on quorum', async () => {
-    const { file, options } = setup('killed-trainer', { rounds: 2, minSites: 2, timeout: 6 });
+    const { file, options } = setup('killed-trainer', { rounds: 2, minSites: 2, timeout: 10 });
     const result = await runSimulation(file, {
       ...options,
       restartTrainers: false,
