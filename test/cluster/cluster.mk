@@ -10,7 +10,7 @@ KUBE_LDFLAGS := -s -w \
   $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version, \
     -X $(p).gitVersion=$(KUBE_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=37 \
     -X $(p).gitTreeState=clean -X $(p).buildDate=2026-01-01T00:00:00Z)
-CLUSTER_GO := cd $(CLUSTER_DIR) && CGO_ENABLED=0 nice -n 10 go build -trimpath
+CLUSTER_GO := cd $(CLUSTER_DIR) && CGO_ENABLED=0 nice -n 10 go build -trimpath -buildvcs=false
 CLUSTER_MOD := $(CLUSTER_DIR)/go.mod $(CLUSTER_DIR)/go.sum
 CLUSTER_SRC := $(shell find $(CLUSTER_DIR)/cmd $(CLUSTER_DIR)/internal -name '*.go' 2>/dev/null)
 CLUSTER_KUBE := kube-apiserver kube-controller-manager kube-scheduler kubectl

@@ -175,7 +175,9 @@ test('Secrets and ConfigMaps reach a pod as files under its mount paths and as e
   const pod = shellPod(
     'reader',
     'cat /etc/certs/tls.key; echo; cat /etc/settings/rounds; echo; echo "env $ROUNDS"; ' +
-      'test -s "$FLOTILLA_CONTAINER_ROOT/var/run/secrets/kubernetes.io/serviceaccount/token" && echo token-mounted',
+      'test -s "$FLOTILLA_CONTAINER_ROOT/var/run/secrets/kubernetes.io/serviceaccount/token" && echo token-mounted; ' +
+      // Built from parts, so no mount path is rewritten: the volume also sits at its real path.
+      'd=/var/run/secrets/kubernetes.io; cat $d/serviceaccount/namespace',
     {
       restartPolicy: 'Never',
       volumes: [
@@ -200,7 +202,7 @@ test('Secrets and ConfigMaps reach a pod as files under its mount paths and as e
     '5',
     'env 5',
     'token-mounted',
-    '',
+    namespace,
   ]);
 });
 

@@ -15,6 +15,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -112,12 +114,17 @@ func runContainer(args []string) {
 	fs := flag.NewFlagSet("run-container", flag.ContinueOnError)
 	hosts := fs.String("hosts", "", "hosts file to mount on /etc/hosts")
 	hostname := fs.String("hostname", "", "hostname of the pod")
+	var binds []string
+	fs.Func("bind", "FOLDER=MOUNTPATH to bind in the container (repeatable)", func(v string) error {
+		binds = append(binds, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "run-container: usage: run-container --hosts=FILE --hostname=NAME -- PROGRAM [ARGS...]")
+		fmt.Fprintln(os.Stderr, "run-container: usage: run-container --hosts=FILE --hostname=NAME [--bind=FOLDER=PATH...] -- PROGRAM [ARGS...]")
 		os.Exit(127)
 	}
 	if os.Getenv("FLOTILLA_NO_NAMESPACES") == "" {
-		isolate(*hosts, *hostname)
+		isolate(*hosts, *hostname, binds)
 	}
 	os.Unsetenv("FLOTILLA_NO_NAMESPACES")
 	argv := fs.Args()
@@ -130,8 +137,8 @@ func runContainer(args []string) {
 	os.Exit(127)
 }
 
-// isolate makes this process's mounts private, so the bind mount stays inside the container.
-func isolate(hosts, hostname string) {
+// isolate makes this process's mounts private, so its bind mounts stay inside the container.
+func isolate(hosts, hostname string, binds []string) {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		fmt.Fprintf(os.Stderr, "run-container: mount namespace: %v; Service names will not resolve\n", err)
 		return
@@ -144,4 +151,36 @@ func isolate(hosts, hostname string) {
 	if hostname != "" {
 		_ = syscall.Sethostname([]byte(hostname))
 	}
+	for _, bind := range binds {
+		source, target, _ := strings.Cut(bind, "=")
+		if err := bindMount(source, target); err != nil {
+			// The volume is still at $FLOTILLA_CONTAINER_ROOT<mountPath>.
+			fmt.Fprintf(os.Stderr, "run-container: bind %s on %s: %v\n", source, target, err)
+		}
+	}
+}
+
+// bindMount mounts source on target, creating an empty mount point when target is missing.
+// TODO: a missing mount point is created on the machine's own filesystem (an empty folder or
+// file); it stays after the pod ends.
+func bindMount(source, target string) error {
+	info, err := os.Stat(source)
+	if err != nil {
+		return err
+	}
+	if info.IsDir() {
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+	} else if _, err := os.Stat(target); err != nil {
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		f.Close()
+	}
+	return syscall.Mount(source, target, "", syscall.MS_BIND|syscall.MS_REC, "")
 }

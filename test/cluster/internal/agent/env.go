@@ -87,7 +87,11 @@ func (c *container) command() (*exec.Cmd, *logFile, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	shimArgs := []string{"run-container", "--hosts=" + c.w.hostsPath(), "--hostname=" + c.w.currentPod().Name, "--", program}
+	shimArgs := []string{"run-container", "--hosts=" + c.w.hostsPath(), "--hostname=" + c.w.currentPod().Name}
+	for _, bind := range c.binds() {
+		shimArgs = append(shimArgs, "--bind="+bind)
+	}
+	shimArgs = append(shimArgs, "--", program)
 	cmd := exec.Command(self, append(shimArgs, argv[1:]...)...)
 	cmd.Args[0] = argv[0]
 	cmd.Dir = dir
@@ -130,6 +134,29 @@ func (c *container) linkMounts() (string, error) {
 		}
 	}
 	return root, nil
+}
+
+// binds lists "<folder>=<mountPath>" for each volume mount, parents before children, for
+// run-container to bind inside the container's mount namespace: there the volume also sits at
+// its real mount path, so code that opens fixed paths (the service-account token) works as is.
+func (c *container) binds() []string {
+	c.w.mu.Lock()
+	volumes := c.w.volumes
+	c.w.mu.Unlock()
+	mounts := append([]corev1.VolumeMount{}, c.spec.VolumeMounts...)
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i].MountPath) < len(mounts[j].MountPath) })
+	var out []string
+	for _, m := range mounts {
+		source, ok := volumes[m.Name]
+		if !ok {
+			continue
+		}
+		if m.SubPath != "" {
+			source = filepath.Join(source, m.SubPath)
+		}
+		out = append(out, source+"="+filepath.Clean(m.MountPath))
+	}
+	return out
 }
 
 // pathRewriter maps a string naming a mount path (as a whole word, alone or inside a shell

@@ -45,11 +45,12 @@ func (l *logFile) stream(name string) io.Writer {
 	return w
 }
 
-// Close writes a last line that had no newline, then closes the file.
+// Close writes a last line that had no newline as a partial entry, as CRI runtimes do, so
+// the log ends without a newline that the process never wrote; then it closes the file.
 func (l *logFile) Close() error {
 	for _, w := range l.streams {
 		if len(w.pending) > 0 {
-			l.write(w.stream, w.pending, false)
+			l.write(w.stream, w.pending, true)
 			w.pending = nil
 		}
 	}
