@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 func main() {
@@ -26,9 +27,9 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "up":
-		err = up(context.Background(), layout)
+		err = locked(layout, func() error { return up(context.Background(), layout) })
 	case "down":
-		err = down(layout)
+		err = locked(layout, func() error { return down(layout) })
 	case "mem":
 		err = memory(layout)
 	case "env":
@@ -82,3 +83,20 @@ func (l layout) pki() string             { return filepath.Join(l.run, "pki") }
 func (l layout) logs() string            { return filepath.Join(l.run, "logs") }
 func (l layout) state() string           { return filepath.Join(l.run, "state.json") }
 func (l layout) adminKubeconfig() string { return filepath.Join(l.run, "admin.kubeconfig") }
+
+// locked runs fn holding an exclusive lock on the run folder: test files that each ensure the
+// cluster runs may call `up` at the same moment, and only one of them may start it.
+func locked(l layout, fn func() error) error {
+	if err := os.MkdirAll(l.run, 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(l.run, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	return fn()
+}

@@ -145,6 +145,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	factory.Start(ctx.Done())
+	namespaceOnce.Do(func() { namespacesWork = probeNamespaces() })
+	if !namespacesWork {
+		a.log.Warn("mount namespaces refused: volumes only at $FLOTILLA_CONTAINER_ROOT<mountPath>, Service names do not resolve",
+			"node", a.cfg.NodeName)
+	}
 	a.log.Info("node agent running", "node", a.cfg.NodeName, "site", a.cfg.Site)
 
 	<-ctx.Done()
