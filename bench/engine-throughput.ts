@@ -4,7 +4,7 @@ import * as ort from 'onnxruntime-node';
 import { Dataset } from '../federation/data/dataset';
 import { encodeModel } from '../federation/engine/graph-builder';
 import { LocalTrainer } from '../federation/engine/local-trainer';
-import { SeededRandom } from '../federation/engine/prng';
+import { SeededRandom } from '../federation/random';
 import { engineSessionOptions } from '../federation/engine/session';
 import { ZooModelName, buildZooModel } from '../federation/engine/zoo';
 import { createLogger } from '../federation/log';

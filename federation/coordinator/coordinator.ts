@@ -1,4 +1,4 @@
-import { SeededRandom } from '../engine/prng';
+import { SeededRandom } from '../random';
 import { Logger } from '../log';
 import { AggregatorStatus, RoundResult, StartRoundRequest } from '../protocol/wire';
 

@@ -1,4 +1,4 @@
-import { SeededRandom } from './random';
+import { SeededRandom } from '../random';
 
 /**
  * Partitioners split one dataset's samples among simulated sites, following the label- and

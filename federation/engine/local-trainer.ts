@@ -5,7 +5,7 @@ import { encodeModel, floatTensor } from './graph-builder';
 import { LossKind } from './losses';
 import { ForwardModel } from './model';
 import { OptimizerConfig, validateOptimizer } from './optimizers';
-import { SeededRandom } from './prng';
+import { SeededRandom } from '../random';
 import { EngineSessions, ExecutionProvider } from './session';
 import { NamedTensor, elementCount } from './tensor';
 import { EvalGraph, TrainGraph, buildEvalGraph, buildTrainGraph } from './train-graph';

@@ -1,6 +1,6 @@
 import { DataType, GraphBuilder } from './graph-builder';
 import { ForwardModel } from './model';
-import { SeededRandom } from './prng';
+import { SeededRandom } from '../random';
 import { NamedTensor, elementCount } from './tensor';
 
 /** ZooModelName names the forward graphs Flotilla ships. */

@@ -7,7 +7,7 @@ import { SingleBar, Presets } from 'cli-progress';
 import { loadDataset } from '../../federation/data/dataset';
 import { partition } from '../../federation/data/partition';
 import { siteDirName, TEST_DIR, writePartition } from '../../federation/data/partition-writer';
-import { SeededRandom } from '../../federation/engine/prng';
+import { SeededRandom } from '../../federation/random';
 import { ControlDriver } from '../../federation/coordinator/control-driver';
 import {
   accuracyOf,

@@ -4,7 +4,7 @@ import {
   PartitionOptions,
 } from '../../../federation/data/partition';
 import { classCounts } from '../../../federation/data/labels';
-import { SeededRandom } from '../../../federation/data/random';
+import { SeededRandom } from '../../../federation/random';
 
 const NUM_CLASSES = 10;
 /** 5000 samples, 500 of each class, in a scrambled but fixed order. */

@@ -6,7 +6,7 @@ import {
   GraphBuilder,
   encodeModel,
 } from '../../../federation/engine/graph-builder';
-import { SeededRandom } from '../../../federation/engine/prng';
+import { SeededRandom } from '../../../federation/random';
 import {
   GraphFacts,
   inferShapes,

@@ -4,7 +4,7 @@ import { PassThrough, Writable } from 'stream';
 import { Dataset } from '../../../federation/data/dataset';
 import { LocalTrainer, TrainerConfig } from '../../../federation/engine/local-trainer';
 import { ForwardModel } from '../../../federation/engine/model';
-import { SeededRandom } from '../../../federation/engine/prng';
+import { SeededRandom } from '../../../federation/random';
 import { cudaProviderInstalled } from '../../../federation/engine/session';
 import { NamedTensor } from '../../../federation/engine/tensor';
 import { buildZooModel } from '../../../federation/engine/zoo';

@@ -4,7 +4,7 @@ import { Dataset } from '../../../federation/data/dataset';
 import { DataType, GraphBuilder, encodeModel } from '../../../federation/engine/graph-builder';
 import { LocalTrainer } from '../../../federation/engine/local-trainer';
 import { loadForwardModel } from '../../../federation/engine/onnx-import';
-import { SeededRandom } from '../../../federation/engine/prng';
+import { SeededRandom } from '../../../federation/random';
 import { buildTrainGraph } from '../../../federation/engine/train-graph';
 import { buildZooModel } from '../../../federation/engine/zoo';
 import { createLogger } from '../../../federation/log';

@@ -8,7 +8,7 @@ import { Writable } from 'stream';
 import * as ort from 'onnxruntime-node';
 import { Dataset } from '../../../federation/data/dataset';
 import { writeIdxSplit } from '../../../federation/data/idx-writer';
-import { SeededRandom } from '../../../federation/engine/prng';
+import { SeededRandom } from '../../../federation/random';
 import { TrainFlags, trainCommand } from '../../../operator/cli/train';
 
 /** imageSplit makes 8x8 byte images whose class is the brighter half (top or bottom). */

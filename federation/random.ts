@@ -34,14 +34,19 @@ export class SeededRandom {
     return result;
   }
 
-  /** uniform returns a number in the open interval (0, 1), so its logarithm is finite. */
-  uniform(): number {
+  /** next returns a number in the open interval (0, 1), so its logarithm is finite. */
+  next(): number {
     return (this.nextUint32() + 0.5) / 0x100000000;
+  }
+
+  /** uniform returns a number in the open interval (low, high). */
+  uniform(low: number, high: number): number {
+    return low + (high - low) * this.next();
   }
 
   /** int returns an integer in [0, n). */
   int(n: number): number {
-    return Math.floor(this.uniform() * n);
+    return Math.floor(this.next() * n);
   }
 
   /** normal returns a standard normal draw (Marsaglia's polar method). */
@@ -52,8 +57,8 @@ export class SeededRandom {
       return spare;
     }
     for (;;) {
-      const u = 2 * this.uniform() - 1;
-      const v = 2 * this.uniform() - 1;
+      const u = 2 * this.next() - 1;
+      const v = 2 * this.next() - 1;
       const s = u * u + v * v;
       if (s >= 1 || s === 0) continue;
       const scale = Math.sqrt((-2 * Math.log(s)) / s);
@@ -68,7 +73,7 @@ export class SeededRandom {
    * because for shape near 0.01 the product underflows to 0 in plain floating point.
    */
   logGamma(shape: number): number {
-    if (shape < 1) return this.logGamma(shape + 1) + Math.log(this.uniform()) / shape;
+    if (shape < 1) return this.logGamma(shape + 1) + Math.log(this.next()) / shape;
     const d = shape - 1 / 3;
     const c = 1 / Math.sqrt(9 * d);
     for (;;) {
@@ -76,7 +81,7 @@ export class SeededRandom {
       const t = 1 + c * x;
       if (t <= 0) continue;
       const v = t * t * t;
-      const u = this.uniform();
+      const u = this.next();
       if (u < 1 - 0.0331 * x ** 4) return Math.log(d * v);
       if (Math.log(u) < 0.5 * x * x + d * (1 - v + Math.log(v))) return Math.log(d * v);
     }
@@ -105,6 +110,13 @@ export class SeededRandom {
       items[j] = tmp;
     }
     return items;
+  }
+
+  /** permutation returns 0..n-1 in a random order. */
+  permutation(n: number): Uint32Array {
+    const order = new Uint32Array(n);
+    for (let i = 0; i < n; i++) order[i] = i;
+    return this.shuffle(order);
   }
 }
 
