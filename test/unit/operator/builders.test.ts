@@ -16,7 +16,8 @@ import {
 } from '../../../operator/controller/builders';
 import { boundedName, names } from '../../../operator/controller/builders-names';
 import { buildJobSecret, issueJobCertificates } from '../../../operator/controller/builders-secret';
-import { registerCommands } from '../../../operator/cli/commands';
+import { register as registerAggregator } from '../../../operator/cli/aggregator';
+import { register as registerTrainer } from '../../../operator/cli/trainer';
 import { parseManifest } from '../../../federation/job/manifest';
 import { JobCertificates } from '../../../federation/protocol/identity';
 import { admit } from './crd-admission';
@@ -80,7 +81,8 @@ const clusterSpec = (): Json => ({
  */
 function parseCli(args: string[]): { command: string; flags: Json } {
   const program = new Command().exitOverride();
-  registerCommands(program);
+  registerAggregator(program);
+  registerTrainer(program);
   let seen: { command: string; flags: Json } | undefined;
   for (const cmd of program.commands) {
     cmd.exitOverride();
