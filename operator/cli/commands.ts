@@ -5,6 +5,7 @@ import { register as registerTrain } from './train';
 import { register as registerAggregator } from './aggregator';
 import { register as registerSimulate } from './simulate';
 import { register as registerTrainer } from './trainer';
+import { register as registerOperator } from './operator';
 
 /**
  * registerCommands adds every `flotilla` subcommand to the program. Each subcommand lives in
@@ -17,4 +18,5 @@ export function registerCommands(program: Command): void {
   registerSimulate(program);
   registerAggregator(program);
   registerTrainer(program);
+  registerOperator(program);
 }
