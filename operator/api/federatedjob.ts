@@ -33,7 +33,7 @@ export { API_VERSION, KIND };
 export const [GROUP, VERSION] = API_VERSION.split('/') as [string, string];
 export const PLURAL = 'federatedjobs';
 export const SINGULAR = 'federatedjob';
-export const SHORT_NAMES = ['fedjob', 'fj'];
+export const SHORT_NAMES = ['fedjob', 'fedjobs', 'fj'];
 export const CATEGORIES = ['flotilla'];
 
 // The status schema and its constants live beside the spec; users of the API import both here.

@@ -66,7 +66,7 @@ describe('the FederatedJob CRD', () => {
     expect(crd.spec.names).toMatchObject({
       kind: 'FederatedJob',
       plural: 'federatedjobs',
-      shortNames: ['fedjob', 'fj'],
+      shortNames: ['fedjob', 'fedjobs', 'fj'],
       categories: ['flotilla'],
     });
     expect(crd.spec.scope).toBe('Namespaced');
