@@ -9,7 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { Dataset } from '../../../federation/data/dataset';
 import { writeIdxSplit } from '../../../federation/data/idx-writer';
 import { SeededRandom } from '../../../federation/random';
-import { TrainFlags, trainCommand } from '../../../operator/cli/train';
+import { TrainFlags, learningRateAt, trainCommand } from '../../../operator/cli/train';
 
 /** imageSplit makes 8x8 byte images whose class is the brighter half (top or bottom). */
 function imageSplit(count: number, seed: number): Dataset {
@@ -37,6 +37,7 @@ const baseFlags: TrainFlags = {
   seed: '1',
   provider: 'cpu',
   threads: '1',
+  lrSchedule: 'cosine',
 };
 
 const quiet = () => new Writable({ write: (_chunk, _enc, done) => done() });
@@ -87,6 +88,16 @@ describe('flotilla train', () => {
     await expect(
       trainCommand({ ...baseFlags, data: dir, optimizer: 'rmsprop' }, () => {}, quiet()),
     ).rejects.toThrow('--optimizer: must be one of sgd, adam, got "rmsprop"');
+    await expect(
+      trainCommand({ ...baseFlags, data: dir, lrSchedule: 'step' }, () => {}, quiet()),
+    ).rejects.toThrow('--lr-schedule: must be one of constant, cosine, got "step"');
+  });
+
+  test('the cosine schedule starts at --lr, halves at mid-run and ends near zero', () => {
+    expect(learningRateAt('cosine', 0.02, 1, 10)).toBeCloseTo(0.02, 12);
+    expect(learningRateAt('cosine', 0.02, 6, 10)).toBeCloseTo(0.01, 12);
+    expect(learningRateAt('cosine', 0.02, 10, 10)).toBeCloseTo(0.02 * 0.0245, 5);
+    expect(learningRateAt('constant', 0.02, 10, 10)).toBe(0.02);
   });
 
   const root = resolve(__dirname, '..', '..', '..');
