@@ -239,7 +239,8 @@ export class Controller implements RunnerRegistry {
       ended: () => this.queue.add(key),
     });
     this.runners.set(key, runner);
-    runner.start();
+    const history = job.status?.history ?? [];
+    runner.start(history.length > 0 ? history[history.length - 1].round + 1 : 1);
     return runner;
   }
 

@@ -158,6 +158,16 @@ export class KubeApi {
     }
   }
 
+  /** getPod reads a pod by name; undefined when it is not there. */
+  async getPod(namespace: string, name: string): Promise<V1Pod | undefined> {
+    try {
+      return await this.core.readNamespacedPod({ namespace, name });
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
   /** deletePod deletes a pod (gone already is fine). */
   async deletePod(namespace: string, name: string): Promise<void> {
     await this.ignoreMissing(() => this.core.deleteNamespacedPod({ namespace, name }));

@@ -80,7 +80,7 @@ export class Reconciler {
       this.runners.remove(key, 'the FederatedJob was deleted');
       return {};
     }
-    const pods = this.pods(namespace, name);
+    let pods = this.pods(namespace, name);
 
     if (TERMINAL.has(job.status?.phase)) return this.finished(job, pods, log);
 
@@ -98,7 +98,9 @@ export class Reconciler {
     let failedSites: Map<string, string>;
     try {
       await this.ensureShared(job, log);
-      failedSites = await this.ensureTrainers(job, pods, log);
+      const trainers = await this.ensureTrainers(job, pods, log);
+      failedSites = trainers.failed;
+      pods = [...pods, ...trainers.created];
     } catch (err) {
       // A spec the builders cannot turn into pods will not get better by retrying.
       if (!(err instanceof BuildError)) throw err;
@@ -171,32 +173,39 @@ export class Reconciler {
   }
 
   /**
-   * ensureTrainers gives every site a trainer pod. A site whose newest pod failed or is being
-   * deleted gets a replacement with the next attempt number, up to spec.backoffLimit; the
+   * ensureTrainers gives every site a trainer pod. A site whose pod failed, is being deleted or
+   * is gone gets a replacement with the next attempt number, up to spec.backoffLimit; the
    * attempt number lives in the pod's name, so repeating this step never replaces twice.
-   * It returns the sites that used up their replacements, and why.
+   * It returns the sites that used up their replacements, and the pods it created.
    */
   private async ensureTrainers(
     job: FederatedJob,
     pods: readonly V1Pod[],
     log: Logger,
-  ): Promise<Map<string, string>> {
+  ): Promise<{ failed: Map<string, string>; created: V1Pod[] }> {
+    const ns = job.metadata.namespace;
     const trainers = newestTrainers(
       pods.filter((p) => p.metadata?.labels?.[LABELS.role] === 'trainer'),
     );
-    const restarts = new Map((job.status?.sites ?? []).map((s) => [s.name, s.restarts]));
+    const recorded = new Map((job.status?.sites ?? []).map((s) => [s.name, s]));
     const failed = new Map<string, string>();
+    const created: V1Pod[] = [];
     for (const [index, site] of job.spec.sites.entries()) {
-      const pod = trainers.get(site.name);
-      if (!pod) {
-        await this.api.createPod(
-          buildTrainerPod(job, index, restarts.get(site.name) ?? 0, this.defaults),
-        );
+      let pod = trainers.get(site.name);
+      const known = recorded.get(site.name);
+      // The pod status names may only be missing from the informer's cache, which lags behind
+      // our own creates: ask the API server before calling it gone.
+      if (!pod && known?.pod) pod = await this.api.getPod(ns, known.pod);
+      if (!pod && !known?.pod) {
+        const first = buildTrainerPod(job, index, known?.restarts ?? 0, this.defaults);
+        if (await this.api.createPod(first)) created.push(first);
         continue;
       }
-      if (!podFailed(pod) && !pod.metadata?.deletionTimestamp) continue;
-      const attempt = attemptOf(pod) + 1;
-      const why = pod.metadata?.deletionTimestamp ? 'pod deleted' : reasonOf(pod);
+      if (pod && !podFailed(pod) && !pod.metadata?.deletionTimestamp) continue;
+
+      const attempt = pod ? attemptOf(pod) + 1 : (known?.restarts ?? 0) + 1;
+      const name = pod?.metadata?.name ?? known?.pod;
+      const why = !pod ? 'gone' : pod.metadata?.deletionTimestamp ? 'deleted' : reasonOf(pod);
       if (attempt > job.spec.backoffLimit) {
         failed.set(
           site.name,
@@ -205,17 +214,18 @@ export class Reconciler {
         continue;
       }
       const replacement = buildTrainerPod(job, index, attempt, this.defaults);
-      if (await this.api.createPod(replacement)) {
-        log.info({ site: site.name, pod: replacement.metadata?.name, attempt }, 'trainer replaced');
-        await this.event(
-          job,
-          'Warning',
-          'SiteReplaced',
-          `site ${site.name}: trainer pod ${pod.metadata?.name} ${why}; replaced by ${replacement.metadata?.name} (${attempt} of spec.backoffLimit ${job.spec.backoffLimit})`,
-        );
-      }
+      if (!(await this.api.createPod(replacement))) continue;
+      created.push(replacement);
+      log.info({ site: site.name, pod: replacement.metadata?.name, attempt }, 'trainer replaced');
+      await this.event(
+        job,
+        'Warning',
+        'SiteReplaced',
+        `site ${site.name}: trainer pod ${name} ${why}; replaced by ${replacement.metadata?.name} ` +
+          `(${attempt} of spec.backoffLimit ${job.spec.backoffLimit})`,
+      );
     }
-    return failed;
+    return { failed, created };
   }
 
   // ---------------------------------------------------------------------------------------

@@ -178,8 +178,33 @@ export class RoundRunner {
     private readonly events: RunnerEvents,
   ) {}
 
-  /** start runs the coordinator in the background; events report its progress. */
-  start(): void {
+  /**
+   * start runs the coordinator in the background; events report its progress. Rounds from
+   * `catchUpFrom` on that closed while no runner watched (the operator was down) are read
+   * back from the aggregator first, so status.history has no gap.
+   */
+  start(catchUpFrom: number): void {
+    this.catchUp(catchUpFrom)
+      .catch((err: Error) => this.log.warn({ err: err.message }, 'round catch-up failed'))
+      .finally(() => this.run());
+  }
+
+  private async catchUp(fromRound: number): Promise<void> {
+    const status = await this.driver.status();
+    for (let round = fromRound; round <= status.completedRound; round++) {
+      const result = await Promise.race([
+        this.driver.waitForResult(round),
+        new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 5000).unref()),
+      ]);
+      // The aggregator keeps recent results only; an older one is gone for good.
+      if (!result) continue;
+      this.results.push(result);
+      if (result.outcome === 'closed') this.rounds.push(roundMetrics(result, new Date()));
+      this.log.info({ round }, 'round read back from the aggregator');
+    }
+  }
+
+  private run(): void {
     const coordinator = new Coordinator(
       policyOf(this.job),
       this.driver,
