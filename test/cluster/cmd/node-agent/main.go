@@ -114,6 +114,7 @@ func runContainer(args []string) {
 	fs := flag.NewFlagSet("run-container", flag.ContinueOnError)
 	hosts := fs.String("hosts", "", "hosts file to mount on /etc/hosts")
 	hostname := fs.String("hostname", "", "hostname of the pod")
+	workdir := fs.String("workdir", "", "working folder, entered after the volumes are bound")
 	var binds []string
 	fs.Func("bind", "FOLDER=MOUNTPATH to bind in the container (repeatable)", func(v string) error {
 		binds = append(binds, v)
@@ -126,6 +127,14 @@ func runContainer(args []string) {
 	if os.Getenv("FLOTILLA_NO_NAMESPACES") == "" {
 		isolate(*hosts, *hostname, binds)
 	}
+	if *workdir != "" {
+		// As a container runtime does, a missing working folder is created.
+		_ = os.MkdirAll(*workdir, 0o755)
+		if err := os.Chdir(*workdir); err != nil {
+			fmt.Fprintf(os.Stderr, "run-container: workingDir %s: %v\n", *workdir, err)
+			os.Exit(128)
+		}
+	}
 	os.Unsetenv("FLOTILLA_NO_NAMESPACES")
 	argv := fs.Args()
 	// argv[0] is the resolved program; the container sees the name its spec used, kept by the
@@ -137,38 +146,57 @@ func runContainer(args []string) {
 	os.Exit(127)
 }
 
+// oPath is Linux's O_PATH, which package syscall does not name: a handle that only locates.
+const oPath = 0x200000
+
 // isolate makes this process's mounts private, so its bind mounts stay inside the container.
+// Every source is opened before the first mount: a volume bound on /work would otherwise hide
+// sources that live under /work.
 func isolate(hosts, hostname string, binds []string) {
 	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
 		fmt.Fprintf(os.Stderr, "run-container: mount namespace: %v; Service names will not resolve\n", err)
 		return
 	}
-	if hosts != "" {
-		if err := syscall.Mount(hosts, "/etc/hosts", "", syscall.MS_BIND, ""); err != nil {
-			fmt.Fprintf(os.Stderr, "run-container: bind %s on /etc/hosts: %v; Service names will not resolve\n", hosts, err)
-		}
-	}
 	if hostname != "" {
 		_ = syscall.Sethostname([]byte(hostname))
 	}
+	if hosts != "" {
+		binds = append([]string{hosts + "=/etc/hosts"}, binds...)
+	}
+	type pending struct {
+		source, target string
+		fd             int
+		dir            bool
+	}
+	var mounts []pending
 	for _, bind := range binds {
 		source, target, _ := strings.Cut(bind, "=")
-		if err := bindMount(source, target); err != nil {
-			// The volume is still at $FLOTILLA_CONTAINER_ROOT<mountPath>.
+		fd, err := syscall.Open(source, oPath|syscall.O_CLOEXEC, 0)
+		if err != nil {
 			fmt.Fprintf(os.Stderr, "run-container: bind %s on %s: %v\n", source, target, err)
+			continue
 		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil {
+			fmt.Fprintf(os.Stderr, "run-container: bind %s on %s: %v\n", source, target, err)
+			continue
+		}
+		mounts = append(mounts, pending{source, target, fd, st.Mode&syscall.S_IFMT == syscall.S_IFDIR})
+	}
+	for _, m := range mounts {
+		if err := bindMount(fmt.Sprintf("/proc/self/fd/%d", m.fd), m.target, m.dir); err != nil {
+			// The volume is still at $FLOTILLA_CONTAINER_ROOT<mountPath>.
+			fmt.Fprintf(os.Stderr, "run-container: bind %s on %s: %v\n", m.source, m.target, err)
+		}
+		syscall.Close(m.fd)
 	}
 }
 
 // bindMount mounts source on target, creating an empty mount point when target is missing.
 // TODO: a missing mount point is created on the machine's own filesystem (an empty folder or
 // file); it stays after the pod ends.
-func bindMount(source, target string) error {
-	info, err := os.Stat(source)
-	if err != nil {
-		return err
-	}
-	if info.IsDir() {
+func bindMount(source, target string, dir bool) error {
+	if dir {
 		if err := os.MkdirAll(target, 0o755); err != nil {
 			return err
 		}

@@ -292,6 +292,12 @@ var namespacesWork bool
 // startProcess starts the container in its own process group and, where the kernel allows,
 // its own mount and UTS namespaces (see cmd/node-agent's run-container).
 func startProcess(cmd *exec.Cmd) error {
+	isolateProcess(cmd)
+	return cmd.Start()
+}
+
+// isolateProcess gives cmd its own process group and, where they work, its own namespaces.
+func isolateProcess(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	namespaceOnce.Do(func() { namespacesWork = probeNamespaces() })
 	if namespacesWork {
@@ -305,7 +311,6 @@ func startProcess(cmd *exec.Cmd) error {
 	} else {
 		cmd.Env = append(cmd.Env, "FLOTILLA_NO_NAMESPACES=1")
 	}
-	return cmd.Start()
 }
 
 // probeNamespaces checks once whether this machine lets us create mount namespaces.

@@ -65,15 +65,18 @@ func (c *container) command() (*exec.Cmd, *logFile, error) {
 		return nil, nil, fmt.Errorf("container %s: exec %q: %w", c.spec.Name, argv[0], err)
 	}
 
-	dir := root
-	switch {
-	case c.spec.WorkingDir != "":
-		dir = rewrite(c.spec.WorkingDir)
-	case image.WorkingDir != "":
-		dir = image.WorkingDir
+	workingDir := image.WorkingDir
+	if c.spec.WorkingDir != "" {
+		workingDir = c.spec.WorkingDir
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, err
+	// With a mount namespace, run-container changes into workingDir once the volumes are
+	// bound; without one, the rewritten folder is the process's own.
+	dir := root
+	if !namespacesWork && workingDir != "" {
+		dir = rewrite(workingDir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, nil, err
+		}
 	}
 
 	c.w.mu.Lock()
@@ -83,24 +86,38 @@ func (c *container) command() (*exec.Cmd, *logFile, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	self, err := os.Executable()
+	cmd, err := c.shimCommand(context.Background(), program, argv, dir, workingDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	shimArgs := []string{"run-container", "--hosts=" + c.w.hostsPath(), "--hostname=" + c.w.currentPod().Name}
-	for _, bind := range c.binds() {
-		shimArgs = append(shimArgs, "--bind="+bind)
-	}
-	shimArgs = append(shimArgs, "--", program)
-	cmd := exec.Command(self, append(shimArgs, argv[1:]...)...)
-	cmd.Args[0] = argv[0]
-	cmd.Dir = dir
 	cmd.Env = flatten(env)
 	cmd.Stdout = logs.stream("stdout")
 	cmd.Stderr = logs.stream("stderr")
 	// Children that keep stdout open must not hold up noticing the container's exit.
 	cmd.WaitDelay = 2 * time.Second
 	return cmd, logs, nil
+}
+
+// shimCommand runs program (argv[0] as the container calls it) through run-container, which
+// binds the pod's hosts file and volumes in a fresh mount namespace and enters workingDir.
+// dir is where the process starts; SysProcAttr is set by startProcess or isolateProcess.
+func (c *container) shimCommand(ctx context.Context, program string, argv []string, dir, workingDir string) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"run-container", "--hosts=" + c.w.hostsPath(), "--hostname=" + c.w.currentPod().Name}
+	for _, bind := range c.binds() {
+		args = append(args, "--bind="+bind)
+	}
+	if namespacesWork && workingDir != "" {
+		args = append(args, "--workdir="+workingDir)
+	}
+	args = append(args, "--", program)
+	cmd := exec.CommandContext(ctx, self, append(args, argv[1:]...)...)
+	cmd.Args[0] = argv[0]
+	cmd.Dir = dir
+	return cmd, nil
 }
 
 // linkMounts makes <pod>/containers/<name>/root<mountPath> a link to each mounted volume.
@@ -160,28 +177,56 @@ func (c *container) binds() []string {
 }
 
 // pathRewriter maps a string naming a mount path (as a whole word, alone or inside a shell
-// script) to the container's real folder. Longer mount paths are tried first, so /a/b wins
-// over /a for /a/b/c.
+// script) to the container's real folder, where the machine refuses mount namespaces. One pass from left to right, never re-reading what
+// it wrote, trying longer mount paths first, so /a/b wins over /a for /a/b/c.
 func (c *container) pathRewriter(root string) func(string) string {
 	mounts := make([]string, 0, len(c.spec.VolumeMounts))
 	for _, m := range c.spec.VolumeMounts {
 		mounts = append(mounts, filepath.Clean(m.MountPath))
 	}
 	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
-	patterns := make([]*regexp.Regexp, len(mounts))
-	for i, m := range mounts {
-		patterns[i] = regexp.MustCompile(`(^|[^A-Za-z0-9_.\-/])` + regexp.QuoteMeta(m) + `(/|$|[^A-Za-z0-9_.\-])`)
+	if namespacesWork {
+		// Volumes sit at their mount paths inside the container: nothing to rewrite.
+		return func(s string) string { return s }
 	}
 	return func(s string) string {
-		for i, p := range patterns {
-			replacement := "${1}" + filepath.Join(root, mounts[i]) + "${2}"
-			// Matches next to each other share a delimiter; repeat until none is left.
-			for next := p.ReplaceAllString(s, replacement); next != s; next = p.ReplaceAllString(s, replacement) {
-				s = next
+		var out strings.Builder
+		for i := 0; i < len(s); {
+			m := mountAt(s, i, mounts)
+			if m == "" {
+				out.WriteByte(s[i])
+				i++
+				continue
 			}
+			out.WriteString(filepath.Join(root, m))
+			i += len(m)
 		}
-		return s
+		return out.String()
 	}
+}
+
+// mountAt returns the mount path that starts at s[i] as a whole word, or "".
+func mountAt(s string, i int, mounts []string) string {
+	if i > 0 && isPathChar(s[i-1]) {
+		return ""
+	}
+	for _, m := range mounts {
+		if !strings.HasPrefix(s[i:], m) {
+			continue
+		}
+		end := i + len(m)
+		if end == len(s) || s[end] == '/' || (!isPathChar(s[end]) && s[end] != '/') {
+			return m
+		}
+	}
+	return ""
+}
+
+// isPathChar is a character that may continue a path name; '/' counts too, so /usr/etc is
+// not read as /etc.
+func isPathChar(b byte) bool {
+	return b == '/' || b == '.' || b == '-' || b == '_' ||
+		(b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z')
 }
 
 // envVar keeps the order in which variables were defined, as $(VAR) expansion depends on it.

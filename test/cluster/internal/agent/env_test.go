@@ -18,6 +18,11 @@ func TestPathRewriterMapsMountPathsInsideScriptsOnly(t *testing.T) {
 		"--config=/etc/config/deep/x.yaml":   "--config=/pods/u/root/etc/config/deep/x.yaml",
 		"/etc/configuration /usr/etc/config": "/etc/configuration /usr/etc/config",
 	}
+	// The root may itself start with a mount path; the rewritten text is never read again.
+	work := &container{spec: corev1.Container{VolumeMounts: []corev1.VolumeMount{{Name: "w", MountPath: "/work"}}}}
+	if got := work.pathRewriter("/work/run/root")("echo x > /work/ready"); got != "echo x > /work/run/root/work/ready" {
+		t.Errorf("rewrite with a root under the mount path = %q", got)
+	}
 	for in, want := range cases {
 		if got := rewrite(in); got != want {
 			t.Errorf("rewrite(%q) = %q, want %q", in, got, want)

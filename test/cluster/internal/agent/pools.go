@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -10,24 +11,36 @@ import (
 
 // ipPool hands out pod IPs from the node's loopback subnet. Every 127.0.0.0/8 address is local
 // on Linux, so a process can bind its pod IP without any network setup.
+//
+// Addresses are handed out round-robin from a random start, never lowest-free: a port a
+// finished pod served from lingers in TIME_WAIT for a minute, and the next pod given the same
+// address (in this run or the next cluster's) could not listen on it.
 type ipPool struct {
 	mu     sync.Mutex
 	subnet *net.IPNet
 	used   map[string]bool
+	next   int
 }
 
 func newIPPool(subnet *net.IPNet) *ipPool {
-	return &ipPool{subnet: subnet, used: map[string]bool{}}
+	ones, bits := subnet.Mask.Size()
+	size := 1 << (bits - ones)
+	return &ipPool{subnet: subnet, used: map[string]bool{}, next: 2 + rand.IntN(max(size-3, 1))}
 }
 
-// allocate returns a free address; .0 and .1 of the subnet are never handed out.
+// allocate returns a free address; .0, .1 and the last of the subnet are never handed out.
 func (p *ipPool) allocate() (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	base := p.subnet.IP.To4()
 	ones, bits := p.subnet.Mask.Size()
 	size := 1 << (bits - ones)
-	for i := 2; i < size-1; i++ {
+	for range size - 3 {
+		i := p.next
+		p.next++
+		if p.next >= size-1 {
+			p.next = 2
+		}
 		ip := net.IPv4(base[0], base[1], base[2]+byte(i>>8), base[3]+byte(i&0xff)).String()
 		if !p.used[ip] {
 			p.used[ip] = true

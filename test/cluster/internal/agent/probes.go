@@ -101,7 +101,8 @@ func (c *container) probeOnce(ctx context.Context, p *corev1.Probe, timeout time
 	return fmt.Errorf("probe: no handler set")
 }
 
-// probeCommand builds an exec probe's process in the container's environment and folder.
+// probeCommand builds an exec probe's process as the container's own: same environment,
+// volumes, hosts file and working folder.
 func (c *container) probeCommand(ctx context.Context, argv []string) (*exec.Cmd, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("exec probe: empty command")
@@ -123,8 +124,12 @@ func (c *container) probeCommand(ctx context.Context, argv []string) (*exec.Cmd,
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, program, args[1:]...)
-	cmd.Env, cmd.Dir = flatten(env), root
+	cmd, err := c.shimCommand(ctx, program, args, root, c.spec.WorkingDir)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Env = flatten(env)
+	isolateProcess(cmd)
 	return cmd, nil
 }
 
