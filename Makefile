@@ -72,4 +72,28 @@ bench-niid: build
 clean:
 	rm -rf dist coverage
 
+## demo: on the local control plane, install the chart, apply examples/fashion-mnist-cluster.yaml
+## and watch `kubectl get fedjobs -w` until the job ends (builds and splits the data first)
+DEMO_DATA ?= /var/tmp/flotilla-demo
+DEMO_KUBECONFIG = $(or $(FLOTILLA_CLUSTER_RUN),$(CURDIR)/test/cluster/.build/run)/admin.kubeconfig
+DEMO_KUBECTL = KUBECONFIG=$(DEMO_KUBECONFIG) $(CLUSTER_BIN)/kubectl
+.PHONY: demo
+demo:
+	@test -d node_modules || $(MAKE) --no-print-directory deps
+	$(MAKE) --no-print-directory data build cluster-up
+	@test -f $(DEMO_DATA)/partition.json || node bin/flotilla.js data partition \
+	  --data $(FASHION_MNIST) --out $(DEMO_DATA) --sites 2 --scheme dirichlet --alpha 0.5 --seed 7
+	KUBECONFIG=$(DEMO_KUBECONFIG) $(CLUSTER_BIN)/helm upgrade --install flotilla charts/flotilla \
+	  --namespace flotilla-system --create-namespace --wait --timeout 3m
+	$(DEMO_KUBECTL) delete -f examples/fashion-mnist-cluster.yaml --ignore-not-found --wait
+	$(DEMO_KUBECTL) apply -f examples/fashion-mnist-cluster.yaml
+	@$(DEMO_KUBECTL) get fedjobs -w & watcher=$$!; \
+	  until phase=$$($(DEMO_KUBECTL) get fedjob fashion-mnist -o jsonpath='{.status.phase}') && \
+	    { [ "$$phase" = Succeeded ] || [ "$$phase" = Failed ]; }; do sleep 2; done; \
+	  sleep 1; kill $$watcher; echo; \
+	  $(DEMO_KUBECTL) get fedjob fashion-mnist; \
+	  $(DEMO_KUBECTL) get events --field-selector involvedObject.name=fashion-mnist \
+	    --sort-by=.lastTimestamp -o custom-columns=REASON:.reason,MESSAGE:.message; \
+	  [ "$$phase" = Succeeded ]
+
 include test/cluster/cluster.mk
