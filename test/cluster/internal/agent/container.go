@@ -209,6 +209,11 @@ func (c *container) startFailed(ctx context.Context, err error) (int32, bool) {
 }
 
 // kill sends SIGTERM to the container's process group and SIGKILL after grace.
+//
+// TODO: lifecycle hooks (postStart, preStop) and startupProbe are not run; a container that
+// relies on preStop to drain gets SIGTERM straight away.
+// TODO: resources.limits and securityContext are not enforced (no cgroups, no user switch);
+// every container runs as the agent's user with the machine's whole CPU and memory.
 func (c *container) kill(grace time.Duration) {
 	c.w.mu.Lock()
 	cmd, exited := c.cmd, c.exited

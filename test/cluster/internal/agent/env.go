@@ -238,6 +238,8 @@ func (c *container) environment(root string) ([]envVar, error) {
 	podIP, gpus := c.w.ip, c.w.gpus
 	c.w.mu.Unlock()
 
+	// TODO: the <SVC>_SERVICE_HOST/_PORT variables of enableServiceLinks are not set; only the
+	// kubernetes Service's are, pointing at the API server itself.
 	env := []envVar{
 		{"PATH", os.Getenv("PATH")},
 		{"HOSTNAME", pod.Name},
