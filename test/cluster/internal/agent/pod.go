@@ -15,9 +15,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// setupRetry is how often a pod whose volumes cannot be prepared yet (a Secret not created
-// yet, the node authorizer not yet aware of the binding) tries again.
-const setupRetry = 2 * time.Second
+// A pod whose volumes cannot be prepared yet tries again, soon at first: right after binding
+// the Node authorizer may not yet know the pod is ours, which passes in well under a second;
+// a Secret that does not exist yet may take longer.
+const (
+	setupRetryFirst = 250 * time.Millisecond
+	setupRetryMax   = 2 * time.Second
+)
 
 // podWorker runs one pod: it prepares the pod's folder, IP and volumes, runs init containers
 // one after another, then supervises the containers, and ends them when the pod is deleted.
@@ -125,6 +129,7 @@ func (w *podWorker) run(ctx context.Context) {
 // setup prepares the pod's folder, IP, GPUs and volumes, retrying until it works or the
 // pod goes away. It reports whether the pod may start.
 func (w *podWorker) setup(ctx context.Context) bool {
+	retry := setupRetryFirst
 	for {
 		err := w.trySetup(ctx)
 		if err == nil {
@@ -140,8 +145,9 @@ func (w *podWorker) setup(ctx context.Context) bool {
 			return false
 		case <-ctx.Done():
 			return false
-		case <-time.After(setupRetry):
+		case <-time.After(retry):
 		}
+		retry = min(2*retry, setupRetryMax)
 	}
 }
 
