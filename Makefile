@@ -63,11 +63,15 @@ bench-runtime: build
 	node dist/bench/orchestration.js
 
 ## bench-niid: NIID-Bench's Fashion-MNIST CNN run (10 sites, Dirichlet 0.5, 50 rounds x 10 epochs): hours on CPU
+## (NIID_SCHEME=iid for the IID baseline, NIID_STRATEGY=fedprox|fedadam|... for other strategies)
 NIID_STRATEGY ?= fedavg
+NIID_SCHEME ?= dirichlet
 NIID_MU ?= $(if $(filter fedprox,$(NIID_STRATEGY)),0.01,0)
+NIID_RUN := niid-$(NIID_SCHEME)-$(NIID_STRATEGY)
 bench-niid: build
-	sed -e 's/strategy: fedavg/strategy: $(NIID_STRATEGY)/' -e 's/proximalMu: 0 /proximalMu: $(NIID_MU) /' examples/niid-bench-fmnist-cnn.yaml > dist/niid-$(NIID_STRATEGY).yaml
-	node bin/flotilla.js simulate dist/niid-$(NIID_STRATEGY).yaml --out flotilla-sim/niid-$(NIID_STRATEGY)
+	sed -e 's/strategy: fedavg/strategy: $(NIID_STRATEGY)/' -e 's/proximalMu: 0 /proximalMu: $(NIID_MU) /' \
+	  -e 's/scheme: dirichlet/scheme: $(NIID_SCHEME)/' examples/niid-bench-fmnist-cnn.yaml > dist/$(NIID_RUN).yaml
+	node bin/flotilla.js simulate dist/$(NIID_RUN).yaml --out flotilla-sim/$(NIID_RUN)
 
 clean:
 	rm -rf dist coverage
