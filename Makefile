@@ -87,8 +87,10 @@ demo:
 	$(MAKE) --no-print-directory data build cluster-up
 	@test -f $(DEMO_DATA)/partition.json || node bin/flotilla.js data partition \
 	  --data $(FASHION_MNIST) --out $(DEMO_DATA) --sites 2 --scheme dirichlet --alpha 0.5 --seed 7
+	# It watches the example's namespace only, so e2e tests on the same cluster keep their own.
 	KUBECONFIG=$(DEMO_KUBECONFIG) $(CLUSTER_BIN)/helm upgrade --install flotilla charts/flotilla \
-	  --namespace flotilla-system --create-namespace --wait --timeout 3m
+	  --namespace flotilla-system --create-namespace --set watchNamespace=default \
+	  --wait --timeout 3m
 	$(DEMO_KUBECTL) delete -f examples/fashion-mnist-cluster.yaml --ignore-not-found --wait
 	$(DEMO_KUBECTL) apply -f examples/fashion-mnist-cluster.yaml
 	@$(DEMO_KUBECTL) get fedjobs -w & watcher=$$!; \

@@ -11,7 +11,7 @@ export class WorkQueue {
   /** Keys added while active; they are queued again when their worker is done. */
   private readonly dirty = new Set<string>();
   private readonly failures = new Map<string, number>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly timers = new Map<string, { timer: NodeJS.Timeout; due: number }>();
   private readonly waiting: Array<(key: string | undefined) => void> = [];
   private closed = false;
 
@@ -42,15 +42,19 @@ export class WorkQueue {
     this.order.push(key);
   }
 
-  /** addAfter queues `key` once `delayMs` has passed; an earlier pending timer for it wins. */
+  /** addAfter queues `key` once `delayMs` has passed; of two pending delays the sooner wins. */
   addAfter(key: string, delayMs: number): void {
-    if (this.closed || this.timers.has(key)) return;
+    if (this.closed) return;
+    const due = Date.now() + delayMs;
+    const pending = this.timers.get(key);
+    if (pending && pending.due <= due) return;
+    if (pending) clearTimeout(pending.timer);
     const timer = setTimeout(() => {
       this.timers.delete(key);
       this.add(key);
     }, delayMs);
     timer.unref();
-    this.timers.set(key, timer);
+    this.timers.set(key, { timer, due });
   }
 
   /** retry queues `key` after its backoff, which doubles with each failure in a row. */
@@ -96,7 +100,7 @@ export class WorkQueue {
   /** close wakes every waiting worker with undefined and drops the timers. */
   close(): void {
     this.closed = true;
-    for (const timer of this.timers.values()) clearTimeout(timer);
+    for (const { timer } of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
     for (const waiter of this.waiting.splice(0)) waiter(undefined);
   }

@@ -60,6 +60,21 @@ describe('WorkQueue', () => {
     }
   });
 
+  test('of two pending delays for a key the sooner one wins', () => {
+    jest.useFakeTimers();
+    try {
+      const queue = new WorkQueue();
+      queue.addAfter('ns/a', 30_000);
+      queue.addAfter('ns/a', 2_000);
+      queue.addAfter('ns/a', 10_000);
+      jest.advanceTimersByTime(2_000);
+      expect(queue.length).toBe(1);
+      queue.close();
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   test('close wakes waiting workers with undefined', async () => {
     const queue = new WorkQueue();
     const waiting = queue.next();
