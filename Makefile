@@ -98,7 +98,8 @@ demo:
 	    { [ "$$phase" = Succeeded ] || [ "$$phase" = Failed ]; }; do sleep 2; done; \
 	  sleep 1; kill $$watcher; echo; \
 	  $(DEMO_KUBECTL) get fedjob fashion-mnist; \
-	  $(DEMO_KUBECTL) get events --field-selector involvedObject.name=fashion-mnist \
+	  uid=$$($(DEMO_KUBECTL) get fedjob fashion-mnist -o jsonpath='{.metadata.uid}'); \
+	  $(DEMO_KUBECTL) get events --field-selector involvedObject.uid=$$uid \
 	    --sort-by=.lastTimestamp -o custom-columns=REASON:.reason,MESSAGE:.message; \
 	  [ "$$phase" = Succeeded ]
 
