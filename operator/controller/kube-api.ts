@@ -174,6 +174,9 @@ export class KubeApi {
   }
 
   /**
+   * TODO: every call creates a new Event; repeats are not folded into one with a count, so a
+   * job that keeps failing the same way lists each time.
+   *
    * recordEvent writes a core/v1 Event about `subject`, the way `kubectl describe` lists
    * them. Events are advisory: a failure to write one is returned, never thrown.
    */

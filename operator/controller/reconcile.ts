@@ -140,9 +140,13 @@ export class Reconciler {
       const secret = buildJobSecret(job, await issueJobCertificates(job));
       if (await this.api.createSecret(secret)) log.info({ secret: names.secret(job) }, 'created');
     }
+    // TODO: the manifest is written once; a later change to spec.rounds or spec.stopping reaches
+    // the coordinator only when its runner restarts, and the aggregator never (it does not use them).
     if (!(await this.api.getConfigMap(ns, names.manifest(job)))) {
       await this.api.createConfigMap(buildManifestConfigMap(job));
     }
+    // TODO: this create runs on every reconcile and gets a conflict once the Service exists;
+    // the Service informer's cache could spare the call.
     await this.api.createService(buildAggregatorService(job));
 
     const pod = this.pods(ns, job.metadata.name).find(
@@ -214,6 +218,8 @@ export class Reconciler {
         continue;
       }
       const replacement = buildTrainerPod(job, index, attempt, this.defaults);
+      // A failed trainer is replaced at once, not only between rounds: a replacement that joins
+      // while its round is open gets that round's task, so the round can still close in full.
       if (!(await this.api.createPod(replacement))) continue;
       created.push(replacement);
       log.info({ site: site.name, pod: replacement.metadata?.name, attempt }, 'trainer replaced');

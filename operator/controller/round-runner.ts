@@ -189,6 +189,9 @@ export class RoundRunner {
       .finally(() => this.run());
   }
 
+  // TODO: the aggregator keeps the last 100 results in memory only; rounds that closed while
+  // no operator watched and are older than that (or older than an aggregator restart) never
+  // reach status.history.
   private async catchUp(fromRound: number): Promise<void> {
     const status = await this.driver.status();
     for (let round = fromRound; round <= status.completedRound; round++) {

@@ -122,7 +122,10 @@ export function podReady(pod: V1Pod | undefined): boolean {
 export interface SiteFacts {
   /** Sites taking part in the round in progress. */
   training: ReadonlySet<string>;
-  /** The last round each site's update was aggregated in, and its example count. */
+  /**
+   * The last round each site's update was aggregated in, and its example count.
+   * TODO: round results carry only the total of examples, so status.sites[].examples stays unset.
+   */
   lastUpdate: ReadonlyMap<string, { round: number; examples?: number }>;
   /** Sites that used up their backoffLimit, and why. */
   failed: ReadonlyMap<string, string>;
