@@ -13,6 +13,11 @@ setup: deps data build
 deps:
 	npm ci --no-audit --no-fund
 
+# Installed once, and again when the lock file changes, so `make test` works on a fresh machine.
+node_modules: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch node_modules
+
 # Debian's dataset-fashion-mnist ships the IDX files the examples and tests train on.
 data:
 	@if [ ! -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ]; then \
@@ -39,7 +44,7 @@ format:
 # The last line is the plain "N passed, N failed, N skipped" summary CI reads.
 # The e2e tests (test/e2e/) run against the local cluster, built if missing, started here and
 # stopped after. A cluster that cannot build or start fails those tests, not the unit tests.
-test: build
+test: node_modules data build
 	@mkdir -p dist
 	-@$(MAKE) --no-print-directory cluster-up
 	npx jest --ci --json --outputFile=dist/jest-results.json; status=$$?; \
@@ -48,7 +53,7 @@ test: build
 	  exit $$status
 
 ## train: train the simple CNN on Fashion-MNIST on this machine
-train: build
+train: node_modules data build
 	node bin/flotilla.js train --model cnn --data $(FASHION_MNIST) --epochs $(EPOCHS)
 
 ## bench: print throughput figures next to their baselines
@@ -82,8 +87,7 @@ DEMO_DATA ?= /var/tmp/flotilla-demo
 DEMO_KUBECONFIG = $(or $(FLOTILLA_CLUSTER_RUN),$(CURDIR)/test/cluster/.build/run)/admin.kubeconfig
 DEMO_KUBECTL = KUBECONFIG=$(DEMO_KUBECONFIG) $(CLUSTER_BIN)/kubectl
 .PHONY: demo
-demo:
-	@test -d node_modules || $(MAKE) --no-print-directory deps
+demo: node_modules
 	$(MAKE) --no-print-directory data build cluster-up
 	@test -f $(DEMO_DATA)/partition.json || node bin/flotilla.js data partition \
 	  --data $(FASHION_MNIST) --out $(DEMO_DATA) --sites 2 --scheme dirichlet --alpha 0.5 --seed 7
