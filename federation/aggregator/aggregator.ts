@@ -720,6 +720,7 @@ export class Aggregator {
       bytesReceived: r.bytesReceived,
       bytesSent: r.bytesSent,
       reason,
+      siteExamples: Object.fromEntries([...r.accepted].map(([site, s]) => [site, s.examples])),
     };
   }
 

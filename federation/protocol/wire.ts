@@ -115,6 +115,8 @@ export interface RoundResult {
   bytesReceived: number;
   bytesSent: number;
   reason: string;
+  /** Examples each accepted site trained on this round, by site. */
+  siteExamples: Record<string, number>;
 }
 
 export interface AggregatorStatus {

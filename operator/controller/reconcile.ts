@@ -302,10 +302,12 @@ export class Reconciler {
     finished: boolean,
   ): FederatedJobStatus {
     const previous = job.status ?? {};
-    const lastUpdate = new Map<string, { round: number }>();
+    const lastUpdate = new Map<string, { round: number; examples?: number }>();
     for (const result of runner?.results ?? []) {
       if (result.outcome !== 'closed') continue;
-      for (const site of result.accepted) lastUpdate.set(site, { round: result.round });
+      for (const site of result.accepted) {
+        lastUpdate.set(site, { round: result.round, examples: result.siteExamples?.[site] });
+      }
     }
     const history = mergeHistory(previous.history, runner?.rounds ?? []);
     const completed = history.length > 0 ? history[history.length - 1].round : 0;

@@ -124,7 +124,6 @@ export interface SiteFacts {
   training: ReadonlySet<string>;
   /**
    * The last round each site's update was aggregated in, and its example count.
-   * TODO: round results carry only the total of examples, so status.sites[].examples stays unset.
    */
   lastUpdate: ReadonlyMap<string, { round: number; examples?: number }>;
   /** Sites that used up their backoffLimit, and why. */

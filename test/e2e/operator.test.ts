@@ -65,6 +65,10 @@ test('an applied FederatedJob runs to Succeeded with its accuracy, rounds and co
     ['site-a', 'Finished', 0],
     ['site-b', 'Finished', 0],
   ]);
+  for (const site of status.sites!) {
+    expect(site.lastRound).toBe(3);
+    expect(site.examples).toBeGreaterThan(0);
+  }
 
   const table = await kubectl(['-n', namespace, 'get', 'fedjobs']);
   const [header, row] = table.trim().split('\n');

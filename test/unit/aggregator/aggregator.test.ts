@@ -157,6 +157,7 @@ describe('aggregator', () => {
       outcome: 'closed',
       accepted: ['alpha', 'beta'],
       examples: 400,
+      siteExamples: { alpha: 100, beta: 300 },
     });
     const expected = model().map((t, ti) =>
       Array.from(t.data, (v, i) =>

@@ -45,6 +45,7 @@ function result(
     siteMetrics: {},
     evalMetrics,
     examples: 0,
+    siteExamples: {},
     durationMs: 0,
     bytesReceived: 0,
     bytesSent: 0,

@@ -65,6 +65,7 @@ describe('round metrics and history', () => {
     siteMetrics: { train_loss: 0.9, eval_accuracy: 0.4, eval_loss: 1.5 },
     evalMetrics: evalAccuracy === undefined ? {} : { accuracy: evalAccuracy, loss: 0.7 },
     examples: 600,
+    siteExamples: { a: 600 },
     durationMs: 1500,
     bytesReceived: 0,
     bytesSent: 0,
@@ -105,12 +106,12 @@ describe('site status', () => {
     const trainers = newestTrainers(pods);
     const sites = siteStatuses(job, trainers, {
       training: new Set(['a']),
-      lastUpdate: new Map([['a', { round: 5 }]]),
+      lastUpdate: new Map([['a', { round: 5, examples: 600 }]]),
       failed: new Map([['c', 'trainer failed 3 times']]),
       finished: false,
     });
     expect(sites).toEqual([
-      { name: 'a', pod: 'job-a-1', phase: 'Training', restarts: 1, lastRound: 5 },
+      { name: 'a', pod: 'job-a-1', phase: 'Training', restarts: 1, lastRound: 5, examples: 600 },
       { name: 'b', pod: 'job-b-0', phase: 'Running', restarts: 0 },
       { name: 'c', phase: 'Failed', restarts: 2, lastRound: 4, message: 'trainer failed 3 times' },
     ]);
