@@ -120,7 +120,14 @@ export interface FedJob {
     conditions?: { type: string; status: string; reason: string; observedGeneration?: number }[];
     metrics?: { round: number; accuracy?: number; loss?: number };
     history?: { round: number; accuracy?: number }[];
-    sites?: { name: string; pod?: string; phase: string; restarts: number }[];
+    sites?: {
+      name: string;
+      pod?: string;
+      phase: string;
+      restarts: number;
+      lastRound?: number;
+      examples?: number;
+    }[];
   };
 }
 
