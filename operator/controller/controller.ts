@@ -99,6 +99,7 @@ export class Controller implements RunnerRegistry {
       this.api,
       (namespace, job) =>
         this.pods.list(namespace).filter((p) => p.metadata?.labels?.[LABELS.job] === job),
+      (namespace, name) => this.services.get(name, namespace) !== undefined,
       this,
       options.defaults,
     );

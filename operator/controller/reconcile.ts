@@ -34,6 +34,9 @@ export interface ReconcileResult {
 /** The pods of one job as the informer sees them. */
 export type PodLister = (namespace: string, job: string) => V1Pod[];
 
+/** ServiceLookup says whether the informer's cache holds a Service of that namespace and name. */
+export type ServiceLookup = (namespace: string, name: string) => boolean;
+
 /** The runners of the jobs this operator drives, by job key. */
 export interface RunnerRegistry {
   get(key: string): RoundRunner | undefined;
@@ -67,6 +70,7 @@ export class Reconciler {
   constructor(
     private readonly api: KubeApi,
     private readonly pods: PodLister,
+    private readonly hasService: ServiceLookup,
     private readonly runners: RunnerRegistry,
     private readonly defaults: BuildDefaults,
     private readonly clock: () => Date = () => new Date(),
@@ -145,9 +149,10 @@ export class Reconciler {
     if (!(await this.api.getConfigMap(ns, names.manifest(job)))) {
       await this.api.createConfigMap(buildManifestConfigMap(job));
     }
-    // TODO: this create runs on every reconcile and gets a conflict once the Service exists;
-    // the Service informer's cache could spare the call.
-    await this.api.createService(buildAggregatorService(job));
+    // The cache may lag a create by a moment; the API server's conflict answer covers that.
+    if (!this.hasService(ns, names.aggregator(job))) {
+      await this.api.createService(buildAggregatorService(job));
+    }
 
     const pod = this.pods(ns, job.metadata.name).find(
       (p) => p.metadata?.name === names.aggregator(job),
