@@ -201,7 +201,7 @@ export async function runSimulation(
     const plotFile = path.join(out, 'plot.svg');
     fs.writeFileSync(
       plotFile,
-      renderRoundPlot(
+      await renderRoundPlot(
         `${job.metadata.name}: global model per round`,
         rounds.filter((r) => r.outcome === 'closed'),
       ),
