@@ -87,9 +87,14 @@ export function jobManifest(o: JobOptions): object {
 /**
  * installOperator installs the chart as release `release` in `namespace`, watching that
  * namespace only (so operators of other test runs on the same cluster leave its jobs alone),
- * and waits for the operator pod to be ready.
+ * and waits for the operator pods to be ready. `values` are extra `--set` assignments.
  */
-export async function installOperator(release: string, namespace: string): Promise<void> {
+export async function installOperator(
+  release: string,
+  namespace: string,
+  values: string[] = [],
+): Promise<void> {
+  const sets = [`watchNamespace=${namespace}`, 'logLevel=debug', ...values];
   await helm([
     'install',
     release,
@@ -97,10 +102,7 @@ export async function installOperator(release: string, namespace: string): Promi
     '--namespace',
     namespace,
     '--create-namespace',
-    '--set',
-    `watchNamespace=${namespace}`,
-    '--set',
-    'logLevel=debug',
+    ...sets.flatMap((v) => ['--set', v]),
     '--wait',
     '--timeout',
     '3m',

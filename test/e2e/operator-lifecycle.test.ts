@@ -7,9 +7,9 @@
 import * as fs from 'node:fs';
 import { ensureCluster, helm, kubectl, waitFor } from '../cluster/kubectl';
 import {
-  chart,
   eventReasons,
   getJob,
+  installOperator,
   jobManifest,
   jobPods,
   prepareSites,
@@ -28,21 +28,7 @@ let data: string;
 beforeAll(async () => {
   ensureCluster();
   data = await prepareSites(3000);
-  await helm([
-    'install',
-    release,
-    chart,
-    '--namespace',
-    namespace,
-    '--create-namespace',
-    '--set',
-    `watchNamespace=${namespace}`,
-    '--set',
-    'replicaCount=2',
-    '--wait',
-    '--timeout',
-    '3m',
-  ]);
+  await installOperator(release, namespace, ['replicaCount=2']);
 });
 
 afterAll(async () => {
