@@ -80,7 +80,7 @@ describeIfBuilt('flotilla simulate', () => {
     expect(last.accuracy).toBeGreaterThan(0.55);
     expect(last.accepted).toEqual(['site-a', 'site-b', 'site-c']);
     expect(last.bytesReceived).toBe(3 * 7850 * 4);
-    expect(fs.readFileSync(result.plotFile, 'utf8')).toContain('<polyline');
+    expect(fs.readFileSync(result.plotFile, 'utf8')).toContain('class="mark-line role-mark');
 
     // The final model is a plain ONNX inference model that onnxruntime runs.
     const session = await ort.InferenceSession.create(result.modelPath);
