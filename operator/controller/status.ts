@@ -62,14 +62,20 @@ export function roundMetrics(result: RoundResult, completion: Date): RoundMetric
   const trainLoss = result.siteMetrics.train_loss;
   return {
     round: result.round,
-    ...(finite(accuracy) && { accuracy }),
-    ...(finite(loss) && { loss }),
-    ...(finite(trainLoss) && { trainLoss }),
+    ...(finite(accuracy) && { accuracy: fourPlaces(accuracy) }),
+    ...(finite(loss) && { loss: fourPlaces(loss) }),
+    ...(finite(trainLoss) && { trainLoss: fourPlaces(trainLoss) }),
     participants: result.accepted.length,
     examples: result.examples,
     durationSeconds: result.durationMs / 1000,
     completionTime: completion.toISOString(),
   };
+}
+
+// Status figures keep four decimals, so `kubectl get fedjobs` columns stay readable; the
+// aggregator's logs carry the full values.
+function fourPlaces(x: number): number {
+  return Math.round(x * 1e4) / 1e4;
 }
 
 function finite(x: number | undefined): x is number {

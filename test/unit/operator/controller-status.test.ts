@@ -86,6 +86,11 @@ describe('round metrics and history', () => {
     expect(roundMetrics(result(2), t1)).toMatchObject({ accuracy: 0.4, loss: 1.5 });
   });
 
+  test('accuracy and losses keep four decimals, so the kubectl columns stay short', () => {
+    const long = { ...result(3), evalMetrics: { accuracy: 0.84456789, loss: 0.40666828441619873 } };
+    expect(roundMetrics(long, t1)).toMatchObject({ accuracy: 0.8446, loss: 0.4067 });
+  });
+
   test('history keeps one entry per round, oldest first, bounded to the newest MAX_HISTORY', () => {
     const m = (round: number, accuracy = 0.1) => ({ round, accuracy });
     expect(mergeHistory([m(1), m(2)], [m(2, 0.5), m(3)])).toEqual([m(1), m(2, 0.5), m(3)]);
