@@ -450,24 +450,35 @@ func clientTLS(l layout, name string) (*tls.Config, error) {
 // waitHTTP polls url until it answers 200, giving up early when a started process died.
 func (st *clusterState) waitHTTP(ctx context.Context, url string, tlsConfig *tls.Config) error {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
-	var last error = errors.New("no answer yet")
-	for {
+	return st.poll(ctx, 200*time.Millisecond, func() error {
 		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s: status %d", url, resp.StatusCode)
+		if err != nil {
+			return err
 		}
-		last = err
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: status %d", url, resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+// poll calls check every interval until it returns nil. It gives up with check's last error
+// when ctx ends, and at once when a process the cluster started has died, since waiting
+// longer could not help.
+func (st *clusterState) poll(ctx context.Context, interval time.Duration, check func() error) error {
+	for {
+		last := check()
+		if last == nil {
+			return nil
+		}
 		if dead := st.deadProcess(); dead != "" {
 			return fmt.Errorf("%s exited", dead)
 		}
 		select {
 		case <-ctx.Done():
 			return last
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
 }
@@ -483,21 +494,9 @@ func (st *clusterState) waitReady(ctx context.Context, l layout, sites []site) e
 	if err != nil {
 		return err
 	}
-	var last error
-	for {
-		last = clusterReady(ctx, client, sites)
-		if last == nil {
-			return nil
-		}
-		if dead := st.deadProcess(); dead != "" {
-			return fmt.Errorf("%s exited", dead)
-		}
-		select {
-		case <-ctx.Done():
-			return last
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
+	return st.poll(ctx, 300*time.Millisecond, func() error {
+		return clusterReady(ctx, client, sites)
+	})
 }
 
 func clusterReady(ctx context.Context, client kubernetes.Interface, sites []site) error {
