@@ -1,9 +1,9 @@
-import { mkdtemp, rm, writeFile } from 'fs/promises';
-import { tmpdir } from 'os';
+import { writeFile } from 'fs/promises';
 import { join } from 'path';
 import { gzipSync } from 'zlib';
 import { checkSampleShape, Dataset, loadDataset } from '../../../federation/data/dataset';
 import { DatasetError } from '../../../federation/data/dataset-error';
+import { useScratchDir } from './scratch-dir';
 
 /** idxBytes builds an IDX file by hand: magic 0x0000<dtype><ndims>, big-endian dims, body. */
 function idxBytes(dtypeCode: number, dims: number[], body: Uint8Array): Buffer {
@@ -21,33 +21,15 @@ const pixels = Uint8Array.from([0, 255, 51, 102, 1, 2, 3, 4, 255, 255, 0, 0]);
 const images = idxBytes(UINT8, [3, 2, 2], pixels);
 const labels = idxBytes(UINT8, [3], Uint8Array.from([2, 0, 1]));
 
-let dir: string;
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'flotilla-idx-'));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function put(name: string, bytes: Uint8Array): Promise<void> {
-  await writeFile(join(dir, name), bytes);
-}
-
-async function loadError(split: 'train' | 'test' = 'train'): Promise<DatasetError> {
-  const err = await loadDataset(dir, split).then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(DatasetError);
-  return err as DatasetError;
-}
+const scratch = useScratchDir('flotilla-idx-');
+const { put, loadError } = scratch;
 
 describe('loadDataset, IDX layout', () => {
   it('reads plain IDX images as channel-first samples scaled to [0, 1]', async () => {
     await put('train-images-idx3-ubyte', images);
     await put('train-labels-idx1-ubyte', labels);
 
-    const ds = await loadDataset(dir, 'train');
+    const ds = await loadDataset(scratch.path, 'train');
 
     expect(ds.count).toBe(3);
     expect(ds.sampleShape).toEqual([1, 2, 2]);
@@ -62,7 +44,7 @@ describe('loadDataset, IDX layout', () => {
     await put('t10k-images-idx3-ubyte.gz', gzipSync(images));
     await put('t10k-labels-idx1-ubyte.gz', gzipSync(labels));
 
-    const ds = await loadDataset(dir, 'test');
+    const ds = await loadDataset(scratch.path, 'test');
 
     expect(ds.count).toBe(3);
     expect(ds.sampleShape).toEqual([1, 2, 2]);
@@ -74,7 +56,7 @@ describe('loadDataset, IDX layout', () => {
     await put('test-images-idx3-ubyte.gz', gzipSync(images));
     await put('test-labels-idx1-ubyte', labels);
 
-    const ds = await loadDataset(dir, 'test');
+    const ds = await loadDataset(scratch.path, 'test');
 
     expect(ds.count).toBe(3);
   });
@@ -83,7 +65,7 @@ describe('loadDataset, IDX layout', () => {
     await put('train-images-idx3-ubyte', idxBytes(UINT8, [3, 4], pixels));
     await put('train-labels-idx1-ubyte', labels);
 
-    const ds = await loadDataset(dir, 'train');
+    const ds = await loadDataset(scratch.path, 'train');
 
     expect(ds.sampleShape).toEqual([4]);
   });
@@ -96,7 +78,7 @@ describe('loadDataset, IDX layout', () => {
     await put('train-images-idx3-ubyte', idxBytes(0x0d, [3, 2], body));
     await put('train-labels-idx1-ubyte', idxBytes(0x0c, [3], labelBody));
 
-    const ds = await loadDataset(dir, 'train');
+    const ds = await loadDataset(scratch.path, 'train');
 
     expect(Array.from(ds.features)).toEqual([-1.5, 0, 2, 3.25, 1e6, 7]);
     expect(Array.from(ds.labels)).toEqual([300, 0, 1]);
@@ -106,9 +88,9 @@ describe('loadDataset, IDX layout', () => {
   it('takes numClasses from dataset.json when the directory declares it', async () => {
     await put('train-images-idx3-ubyte', images);
     await put('train-labels-idx1-ubyte', labels);
-    await writeFile(join(dir, 'dataset.json'), JSON.stringify({ numClasses: 10 }));
+    await writeFile(join(scratch.path, 'dataset.json'), JSON.stringify({ numClasses: 10 }));
 
-    const ds = await loadDataset(dir, 'train');
+    const ds = await loadDataset(scratch.path, 'train');
 
     expect(ds.numClasses).toBe(10);
   });
@@ -121,7 +103,7 @@ describe('loadDataset, bad IDX input', () => {
 
     const err = await loadError();
 
-    expect(err.message).toContain(join(dir, 'train-images-idx3-ubyte'));
+    expect(err.message).toContain(join(scratch.path, 'train-images-idx3-ubyte'));
     expect(err.message).toContain('truncated');
     expect(err.message).toContain(`expected ${images.length} bytes`);
     expect(err.message).toContain(`found ${images.length - 5}`);
@@ -191,7 +173,7 @@ describe('loadDataset, bad IDX input', () => {
   it('reports a label beyond the declared number of classes', async () => {
     await put('train-images-idx3-ubyte', images);
     await put('train-labels-idx1-ubyte', labels);
-    await writeFile(join(dir, 'dataset.json'), JSON.stringify({ numClasses: 2 }));
+    await writeFile(join(scratch.path, 'dataset.json'), JSON.stringify({ numClasses: 2 }));
 
     const err = await loadError();
 
@@ -210,7 +192,7 @@ describe('loadDataset, bad IDX input', () => {
   it('lists every layout it looked for when the directory holds none', async () => {
     const err = await loadError('test');
 
-    expect(err.message).toContain(dir);
+    expect(err.message).toContain(scratch.path);
     expect(err.message).toContain('no known layout for the test split');
     expect(err.message).toContain('t10k-images-idx3-ubyte[.gz]');
     expect(err.message).toContain('test-images-idx3-ubyte[.gz]');

@@ -1,8 +1,6 @@
-import { mkdtemp, rm, writeFile } from 'fs/promises';
-import { tmpdir } from 'os';
 import { join } from 'path';
 import { loadDataset } from '../../../federation/data/dataset';
-import { DatasetError } from '../../../federation/data/dataset-error';
+import { useScratchDir } from './scratch-dir';
 
 /**
  * npyBytes builds a version-1 `.npy` file the way NumPy writes one: the magic, the version,
@@ -30,33 +28,15 @@ function i64(values: number[]): Buffer {
   return Buffer.from(BigInt64Array.from(values.map(BigInt)).buffer);
 }
 
-let dir: string;
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'flotilla-npy-csv-'));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function put(name: string, content: Uint8Array | string): Promise<void> {
-  await writeFile(join(dir, name), content);
-}
-
-async function loadError(split: 'train' | 'test' = 'train'): Promise<DatasetError> {
-  const err = await loadDataset(dir, split).then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(DatasetError);
-  return err as DatasetError;
-}
+const scratch = useScratchDir('flotilla-npy-csv-');
+const { put, loadError } = scratch;
 
 describe('loadDataset, NPY layout', () => {
   it('reads float32 features of shape [n, k] and int64 labels', async () => {
     await put('train-x.npy', npyBytes('<f4', [3, 2], f32([0.5, -1, 2, 3.25, 4, 5])));
     await put('train-y.npy', npyBytes('<i8', [3], i64([1, 0, 4])));
 
-    const ds = await loadDataset(dir, 'train');
+    const ds = await loadDataset(scratch.path, 'train');
 
     expect(ds.count).toBe(3);
     expect(ds.sampleShape).toEqual([2]);
@@ -69,14 +49,14 @@ describe('loadDataset, NPY layout', () => {
     await put('test-x.npy', npyBytes('|u1', [2, 1, 2, 1], Buffer.from([0, 255, 51, 0])));
     await put('test-y.npy', npyBytes('<i4', [2, 1], Buffer.from(Int32Array.from([1, 1]).buffer)));
 
-    const ds = await loadDataset(dir, 'test');
+    const ds = await loadDataset(scratch.path, 'test');
 
     expect(ds.sampleShape).toEqual([1, 2, 1]);
     expect(Array.from(ds.features)).toEqual([0, 1, 0.2, 0].map(Math.fround));
     expect(Array.from(ds.labels)).toEqual([1, 1]);
 
     await put('test-x.npy', npyBytes('<f8', [2], Buffer.from(Float64Array.from([1.5, 2]).buffer)));
-    const flat = await loadDataset(dir, 'test');
+    const flat = await loadDataset(scratch.path, 'test');
     expect(flat.sampleShape).toEqual([1]);
     expect(Array.from(flat.features)).toEqual([1.5, 2]);
   });
@@ -87,7 +67,7 @@ describe('loadDataset, NPY layout', () => {
 
     const err = await loadError();
 
-    expect(err.message).toContain(join(dir, 'train-x.npy'));
+    expect(err.message).toContain(join(scratch.path, 'train-x.npy'));
     expect(err.message).toContain('unsupported NPY dtype ">f4": expected one of <f4, <f8');
   });
 
@@ -144,7 +124,7 @@ describe('loadDataset, CSV layout', () => {
   it('detects a header and takes the column named label', async () => {
     await put('train.csv', 'x1,x2,label\n0.5,1,2\n3,4,0\n');
 
-    const ds = await loadDataset(dir, 'train');
+    const ds = await loadDataset(scratch.path, 'train');
 
     expect(ds.count).toBe(2);
     expect(ds.sampleShape).toEqual([2]);
@@ -156,7 +136,7 @@ describe('loadDataset, CSV layout', () => {
   it('takes the first column as the label when there is no header', async () => {
     await put('test.csv', '1,0.25,7\r\n0,2,3\r\n');
 
-    const ds = await loadDataset(dir, 'test');
+    const ds = await loadDataset(scratch.path, 'test');
 
     expect(Array.from(ds.labels)).toEqual([1, 0]);
     expect(Array.from(ds.features)).toEqual([0.25, 7, 2, 3]);
@@ -167,7 +147,9 @@ describe('loadDataset, CSV layout', () => {
 
     const err = await loadError();
 
-    expect(err.message).toBe(`${join(dir, 'train.csv')}:3: column 2: expected a number, got "x"`);
+    expect(err.message).toBe(
+      `${join(scratch.path, 'train.csv')}:3: column 2: expected a number, got "x"`,
+    );
   });
 
   it('reports a row with the wrong number of fields', async () => {
@@ -191,7 +173,7 @@ describe('loadDataset, CSV layout', () => {
     await put('train-images-idx3-ubyte', Buffer.from([0, 0, 8, 2, 0, 0, 0, 1, 0, 0, 0, 1, 9]));
     await put('train-labels-idx1-ubyte', Buffer.from([0, 0, 8, 1, 0, 0, 0, 1, 0]));
 
-    const ds = await loadDataset(dir, 'train');
+    const ds = await loadDataset(scratch.path, 'train');
 
     expect(ds.source).toContain('train-images-idx3-ubyte');
   });
