@@ -22,7 +22,9 @@ export const MLP_HIDDEN = [200, 200];
  *   max-pool 2, fully connected 120, 84 with ReLU, then the classes. It takes `[C, H, W]`
  *   samples; a `[H, W]` shape is read as one channel.
  *
- * Layers followed by ReLU start Kaiming-uniform, the last layer Xavier-uniform, biases zero.
+ * Weights and biases start uniform in ±1/√fanIn, the default of PyTorch's Linear and Conv2d:
+ * NIID-Bench's published figures come from PyTorch models started that way, and a reproduction
+ * that starts elsewhere (Kaiming's larger ±√(6/fanIn), zero biases) trains to other numbers.
  */
 export function buildZooModel(
   name: ZooModelName,
@@ -93,13 +95,9 @@ class LayerStack {
         `inputShape: [${this.inputShape.join(', ')}] is too small for the cnn's ${kernel}x${kernel} convolutions`,
       );
     }
-    const fanIn = inChannels * kernel * kernel;
-    const weight = this.param(
-      `${name}.weight`,
-      [channels, inChannels, kernel, kernel],
-      Math.sqrt(6 / fanIn),
-    );
-    const bias = this.param(`${name}.bias`, [channels], 0);
+    const bound = 1 / Math.sqrt(inChannels * kernel * kernel);
+    const weight = this.param(`${name}.weight`, [channels, inChannels, kernel, kernel], bound);
+    const bias = this.param(`${name}.bias`, [channels], bound);
     const y = this.b.op('Conv', [this.current, weight, bias], { kernel_shape: [kernel, kernel] });
     this.current = this.b.op('Relu', [y]);
     this.dims = [channels, h - kernel + 1, w - kernel + 1];
@@ -121,9 +119,9 @@ class LayerStack {
 
   dense(name: string, width: number, relu: boolean): void {
     const fanIn = this.dims[0];
-    const bound = relu ? Math.sqrt(6 / fanIn) : Math.sqrt(6 / (fanIn + width));
+    const bound = 1 / Math.sqrt(fanIn);
     const weight = this.param(`${name}.weight`, [width, fanIn], bound);
-    const bias = this.param(`${name}.bias`, [width], 0);
+    const bias = this.param(`${name}.bias`, [width], bound);
     // Weights are [out, in] as in PyTorch's Linear, hence transB.
     const y = this.b.op('Gemm', [this.current, weight, bias], { transB: 1 });
     this.current = relu ? this.b.op('Relu', [y]) : y;
@@ -144,8 +142,7 @@ class LayerStack {
 
   private param(name: string, dims: number[], bound: number): string {
     const data = new Float32Array(elementCount(dims));
-    for (let i = 0; i < data.length; i++)
-      data[i] = bound === 0 ? 0 : this.rng.uniform(-bound, bound);
+    for (let i = 0; i < data.length; i++) data[i] = this.rng.uniform(-bound, bound);
     this.params.push({ name, dims, data });
     return this.b.initializer(name, dims, data);
   }
