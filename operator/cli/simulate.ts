@@ -94,18 +94,35 @@ export function register(program: Command): void {
       // are logged unless FLOTILLA_LOG_LEVEL says otherwise. Processes log to <out>/logs.
       const log = createLogger('simulate');
       if (progress && !process.env.FLOTILLA_LOG_LEVEL) log.level = 'warn';
+      const started = Date.now();
       const result = await runSimulation(manifest, { out, progress, log });
-      const last = result.results.filter((r) => r.outcome === 'closed').pop();
-      const accuracy = last ? accuracyOf(last) : undefined;
-      process.stdout.write(
-        `${result.outcome}: ${result.reason}\n` +
-          `  rounds completed: ${result.completedRound}` +
-          (accuracy !== undefined ? `, accuracy ${accuracy.toFixed(4)}` : '') +
-          `\n  metrics: ${result.metricsFile}\n  plot:    ${result.plotFile}\n` +
-          (result.modelPath ? `  model:   ${result.modelPath}\n` : ''),
-      );
+      process.stdout.write(summarize(result, Date.now() - started));
       if (result.outcome !== 'succeeded') process.exitCode = 1;
     });
+}
+
+/**
+ * summarize is what `flotilla simulate` prints at the end: the outcome, the last closed round's
+ * accuracy and, because a long benchmark run often peaks before its last round, the best round,
+ * the wall time and where the outputs are.
+ */
+export function summarize(result: SimulationResult, wallMs: number): string {
+  const closed = result.results.filter((r) => r.outcome === 'closed');
+  const scored = closed.filter((r) => accuracyOf(r) !== undefined);
+  const last = closed[closed.length - 1];
+  const best = scored.reduce<RoundResult | undefined>(
+    (b, r) => (b === undefined || accuracyOf(r)! > accuracyOf(b)! ? r : b),
+    undefined,
+  );
+  const lastAccuracy = last ? accuracyOf(last) : undefined;
+  return (
+    `${result.outcome}: ${result.reason}\n` +
+    `  rounds completed: ${result.completedRound} in ${(wallMs / 1000).toFixed(0)} s` +
+    (lastAccuracy !== undefined ? `, accuracy ${lastAccuracy.toFixed(4)}` : '') +
+    (best ? ` (best ${accuracyOf(best)!.toFixed(4)} at round ${best.round})` : '') +
+    `\n  metrics: ${result.metricsFile}\n  plot:    ${result.plotFile}\n` +
+    (result.modelPath ? `  model:   ${result.modelPath}\n` : '')
+  );
 }
 
 /**
