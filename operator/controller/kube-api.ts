@@ -60,18 +60,16 @@ export class KubeApi {
 
   /** getJob reads a job fresh from the API server; undefined when it is gone. */
   async getJob(namespace: string, name: string): Promise<FederatedJob | undefined> {
-    try {
-      return (await this.custom.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace,
-        plural: PLURAL,
-        name,
-      })) as FederatedJob;
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    return this.readIfPresent(
+      async () =>
+        (await this.custom.getNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace,
+          plural: PLURAL,
+          name,
+        })) as FederatedJob,
+    );
   }
 
   /** patchJobStatus merges `status` into the job's status subresource. */
@@ -140,32 +138,17 @@ export class KubeApi {
 
   /** getSecret reads a Secret by name; undefined when it is not there. */
   async getSecret(namespace: string, name: string): Promise<V1Secret | undefined> {
-    try {
-      return await this.core.readNamespacedSecret({ namespace, name });
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    return this.readIfPresent(() => this.core.readNamespacedSecret({ namespace, name }));
   }
 
   /** getConfigMap reads a ConfigMap by name; undefined when it is not there. */
   async getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined> {
-    try {
-      return await this.core.readNamespacedConfigMap({ namespace, name });
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    return this.readIfPresent(() => this.core.readNamespacedConfigMap({ namespace, name }));
   }
 
   /** getPod reads a pod by name; undefined when it is not there. */
   async getPod(namespace: string, name: string): Promise<V1Pod | undefined> {
-    try {
-      return await this.core.readNamespacedPod({ namespace, name });
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    return this.readIfPresent(() => this.core.readNamespacedPod({ namespace, name }));
   }
 
   /** deletePod deletes a pod (gone already is fine). */
@@ -223,6 +206,16 @@ export class KubeApi {
       return true;
     } catch (err) {
       if (isConflict(err)) return false;
+      throw err;
+    }
+  }
+
+  /** readIfPresent runs a read; a 404 becomes undefined, any other error is thrown. */
+  private async readIfPresent<T>(read: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await read();
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
       throw err;
     }
   }
